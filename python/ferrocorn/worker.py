@@ -1,0 +1,154 @@
+"""A worker process: `python -m ferrocorn.worker --control-fd N`, started by the master.
+
+The interpreter starts exactly as plain `python` does; this module adds no signal
+handler of its own (the Rust core handles a direct SIGTERM at the C level and undoes it
+in forked children). The master sends the configuration over the control channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from ferrocorn import _ferrocorn
+from ferrocorn._app import AppLoadError, load_app
+from ferrocorn._lifespan import Lifespan, LifespanFailed
+
+HEARTBEAT_SECONDS = 1.0
+
+
+async def run_http(app: Any, scope: dict, receive: Any, send: Any) -> None:
+    """One request: call the app; the Rust side answers 500 or closes if it fails."""
+    try:
+        await app(scope, receive, send)
+    except BaseException as exc:
+        send.app_error(exc)
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        send.app_done()
+
+
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise AppLoadError("--loop uvloop was given but uvloop is not installed.") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _forget_wakeup_fd_in_child() -> None:
+    # asyncio/uvloop route signals through a wakeup fd; a child the app forks must not
+    # write its own signals into this worker's loop (DEVELOPERS.md, contract point 4).
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass  # Not the main thread of the child.
+
+
+class Worker:
+    def __init__(self, core: Any, config: dict) -> None:
+        self.core = core
+        self.config = config
+        self.log = core.log
+        self.stop_order: asyncio.Future[str] | None = None
+        self.drained: asyncio.Future[None] | None = None
+
+    def on_control(self, what: str) -> None:
+        if what in ("stop", "quit"):
+            if self.stop_order is not None and not self.stop_order.done():
+                self.stop_order.set_result(what)
+            elif what == "quit" and self.drained is not None and not self.drained.done():
+                # A second, harder order while draining: stop waiting.
+                self.drained.set_result(None)
+        elif what == "drained" and self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    def heartbeat(self) -> None:
+        self.core.heartbeat()
+        asyncio.get_running_loop().call_later(HEARTBEAT_SECONDS, self.heartbeat)
+
+    async def main(self, app: Any) -> int:
+        loop = asyncio.get_running_loop()
+        self.stop_order = loop.create_future()
+        self.drained = loop.create_future()
+        lifespan = Lifespan(app, self.config["lifespan"], self.log)
+        try:
+            await lifespan.startup()
+        except LifespanFailed as exc:
+            self.core.boot_failed(str(exc))
+            return 3
+        except BaseException as exc:
+            self.core.boot_failed(f"Application startup failed: {exc!r}")
+            return 3
+
+        fd = self.core.serve(loop, app, run_http, lifespan.state, self.on_control)
+        loop.add_reader(fd, self.core.drain)
+        self.core.ready()
+        self.heartbeat()
+
+        order = await self.stop_order
+        pid = os.getpid()
+        if order == "stop":
+            self.log("info", f"Shutting down worker [{pid}]")
+        self.core.begin_shutdown()
+        timeout = self.config.get("timeout_graceful_shutdown")
+        if order == "stop":
+            try:
+                await asyncio.wait_for(asyncio.shield(self.drained), timeout)
+            except asyncio.TimeoutError:
+                self.log("error", "Cancel running requests: graceful shutdown timeout exceeded")
+        await self._cancel_requests()
+        await lifespan.shutdown()
+        loop.remove_reader(fd)
+        self.log("info", f"Finished worker process [{pid}]")
+        return 0
+
+    async def _cancel_requests(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+
+def main() -> int:
+    if len(sys.argv) != 3 or sys.argv[1] != "--control-fd":
+        print("ferrocorn.worker is started by the ferrocorn master", file=sys.stderr)
+        return 2
+    core = _ferrocorn.WorkerCore(int(sys.argv[2]))
+    config = json.loads(core.config_json)
+    os.register_at_fork(after_in_child=_forget_wakeup_fd_in_child)
+    try:
+        app = load_app(config["app"], config["app_dir"], config["factory"])
+        loop = _new_loop(config["loop_kind"])
+    except AppLoadError as exc:
+        core.boot_failed(str(exc))
+        return 3
+    except BaseException as exc:
+        import traceback
+
+        core.log("error", "".join(traceback.format_exception(exc)).rstrip())
+        core.boot_failed(f"Error loading ASGI app: {exc!r}")
+        return 3
+    asyncio.set_event_loop(loop)
+    worker = Worker(core, config)
+    try:
+        return loop.run_until_complete(worker.main(app))
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C reached the whole process group; the master stops us anyway.
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+//! Runs on the asyncio loop's thread: takes a batch of events from the bridge (one GIL
+//! acquisition for the whole batch) and turns each into Python work: a task for a new
+//! request, a completed future for a waiting receive()/send(), a stop notice.
+
+use super::http::{self, HttpContext};
+use super::scope::ScopeBuilder;
+use crate::worker::bridge::Event;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::sync::Arc;
+
+pub struct Dispatcher {
+    app: PyObject,
+    /// `async def run_http(app, scope, receive, send)`: calls the app, reports errors.
+    runner: PyObject,
+    create_task: PyObject,
+    /// Called with "stop", "quit" or "drained".
+    on_control: PyObject,
+    state: Py<PyDict>,
+    scopes: ScopeBuilder,
+    http: Arc<HttpContext>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        app: PyObject,
+        runner: PyObject,
+        state: Py<PyDict>,
+        on_control: PyObject,
+        root_path: &str,
+    ) -> PyResult<Self> {
+        Ok(Dispatcher {
+            app,
+            runner,
+            create_task: event_loop.getattr("create_task")?.unbind(),
+            on_control,
+            state,
+            scopes: ScopeBuilder::new(py, root_path)?,
+            http: Arc::new(HttpContext::new(py, event_loop)?),
+        })
+    }
+
+    pub fn handle(&mut self, py: Python<'_>, event: Event) {
+        let result = match event {
+            Event::Request(head) => self.start_request(py, &head),
+            Event::Wake(exchange) => http::wake(py, &exchange),
+            Event::Stop { graceful } => self
+                .on_control
+                .call1(py, (if graceful { "stop" } else { "quit" },))
+                .map(drop),
+            Event::Drained => self.on_control.call1(py, ("drained",)).map(drop),
+        };
+        if let Err(e) = result {
+            // One bad event must not lose the rest of the batch.
+            crate::error!("Internal error while dispatching: {e}");
+            e.print(py);
+        }
+    }
+
+    fn start_request(
+        &mut self,
+        py: Python<'_>,
+        head: &super::exchange::RequestHead,
+    ) -> PyResult<()> {
+        let scope = self.scopes.build(py, head, self.state.bind(py))?;
+        let (receive, send) = http::callables(py, &head.exchange, &self.http)?;
+        let coro = self
+            .runner
+            .call1(py, (self.app.clone_ref(py), scope, receive, send))?;
+        self.create_task.call1(py, (coro,))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! One request/response exchange, shared by the I/O thread (hyper) and the Python
+//! thread (the ASGI app's `receive()` and `send()`).
+//!
+//! The I/O side fills the request body and takes the response; the Python side takes
+//! the request body and fills the response. Each side wakes the other only when the
+//! other is actually waiting: the I/O side through `io_waker`, the Python side through
+//! a `Wake` event on the bridge (batched, see worker/bridge.rs).
+
+use crate::http::io::Activity;
+use crate::worker::bridge::{Bridge, Event};
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use pyo3::prelude::*;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
+
+/// Response bytes queued beyond this make `send()` wait for the socket (backpressure).
+pub const HIGH_WATER: usize = 256 * 1024;
+/// A waiting `send()` resumes once the queue has drained below this.
+pub const LOW_WATER: usize = 64 * 1024;
+
+/// Per-connection facts, shared by every request on the connection.
+pub struct ConnInfo {
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    /// The scope's `client` and `server` tuples, made once per connection on the
+    /// Python thread.
+    pub py_client: OnceLock<Py<PyAny>>,
+    pub py_server: OnceLock<Py<PyAny>>,
+    pub activity: Arc<Activity>,
+}
+
+/// What the Python side needs to call the app for a new request.
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub conn: Arc<ConnInfo>,
+    pub exchange: Arc<Exchange>,
+}
+
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+}
+
+#[derive(Default)]
+pub struct State {
+    // Request body: filled by the I/O side, consumed by receive().
+    pub body: VecDeque<Bytes>,
+    pub body_end: bool,
+    pub body_end_reported: bool,
+    /// receive() is waiting and wants the I/O side to read more of the body.
+    pub body_wanted: bool,
+    pub disconnected: bool,
+    /// The last response byte was handed to the socket.
+    pub response_done: bool,
+    /// A receive() / send() future waits for a Wake event.
+    pub rx_waiting: bool,
+    pub tx_waiting: bool,
+
+    // Response: filled by send(), consumed by the I/O side.
+    pub started: bool,
+    pub head: Option<ResponseHead>,
+    pub head_taken: bool,
+    /// Send the head even though no body message has come yet (a streaming app that
+    /// waits after http.response.start).
+    pub head_flush: bool,
+    pub body_seen: bool,
+    pub chunks: VecDeque<Bytes>,
+    pub queued_bytes: usize,
+    /// The app sent its last body message.
+    pub complete: bool,
+    /// The app failed after starting the response: the connection must be closed.
+    pub aborted: bool,
+}
+
+/// Counts a request as in flight (for --limit-concurrency and the keep-alive idle
+/// timer) until the exchange is gone from both the I/O and the Python side.
+pub struct InflightGuard {
+    worker: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
+}
+
+impl InflightGuard {
+    /// Returns the guard and the worker's in-flight count including this request.
+    pub fn enter(worker: &Arc<AtomicUsize>, activity: &Arc<Activity>) -> (Self, usize) {
+        let count = worker.fetch_add(1, Ordering::Relaxed) + 1;
+        activity.begin_request();
+        let guard = InflightGuard {
+            worker: worker.clone(),
+            activity: activity.clone(),
+        };
+        (guard, count)
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.worker.fetch_sub(1, Ordering::Relaxed);
+        self.activity.end_request();
+    }
+}
+
+/// Python futures of a waiting receive() / send(); touched only with the GIL held.
+#[derive(Default)]
+pub struct PyWaiters {
+    pub rx: Option<Py<PyAny>>,
+    pub tx: Option<Py<PyAny>>,
+}
+
+pub struct Exchange {
+    state: Mutex<State>,
+    io_waker: AtomicWaker,
+    bridge: Arc<Bridge>,
+    pub waiters: Mutex<PyWaiters>,
+    /// `"GET /path HTTP/1.1"` and the client, kept only when the access log is on.
+    pub access: Option<Box<str>>,
+    _inflight: InflightGuard,
+}
+
+impl Exchange {
+    pub fn new(bridge: Arc<Bridge>, inflight: InflightGuard, access: Option<Box<str>>) -> Self {
+        Exchange {
+            state: Mutex::new(State::default()),
+            io_waker: AtomicWaker::new(),
+            bridge,
+            waiters: Mutex::new(PyWaiters::default()),
+            access,
+            _inflight: inflight,
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Called by the Python side after it changed something the I/O side waits for.
+    pub fn wake_io(&self) {
+        self.io_waker.wake();
+    }
+
+    /// Called by the I/O side after a change; wakes Python only if it waits.
+    fn wake_python(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
+        let wake = st.rx_waiting || st.tx_waiting;
+        if wake {
+            st.rx_waiting = false;
+            st.tx_waiting = false;
+        }
+        drop(st);
+        if wake {
+            self.bridge.push(Event::Wake(self.clone()));
+        }
+    }
+
+    // ----- I/O side -------------------------------------------------------------
+
+    pub fn push_body(self: &Arc<Self>, data: Bytes) {
+        let mut st = self.state();
+        st.body.push_back(data);
+        st.body_wanted = false;
+        self.wake_python(st);
+    }
+
+    pub fn end_body(self: &Arc<Self>) {
+        let mut st = self.state();
+        st.body_end = true;
+        st.body_wanted = false;
+        self.wake_python(st);
+    }
+
+    /// The client went away (or the connection failed) before the response was done.
+    pub fn disconnect(self: &Arc<Self>) {
+        let mut st = self.state();
+        if st.response_done || st.disconnected {
+            return;
+        }
+        st.disconnected = true;
+        self.wake_python(st);
+    }
+
+    pub fn finish_response(self: &Arc<Self>) {
+        let mut st = self.state();
+        st.response_done = true;
+        self.wake_python(st);
+    }
+
+    pub fn body_wanted(&self) -> bool {
+        let st = self.state();
+        st.body_wanted && !st.body_end && !st.disconnected
+    }
+
+    pub fn register_io(&self, cx: &Context<'_>) {
+        self.io_waker.register(cx.waker());
+    }
+
+    /// The response head, once the app has sent http.response.start and either a body
+    /// message or a flush. The body size is known exactly when the first body message
+    /// was also the last, which lets hyper send content-length instead of chunked.
+    pub fn poll_head(&self, cx: &Context<'_>) -> Poll<(ResponseHead, Option<u64>)> {
+        self.io_waker.register(cx.waker());
+        let mut st = self.state();
+        if st.head.is_some() && (st.body_seen || st.head_flush || st.aborted) {
+            st.head_taken = true;
+            let head = st.head.take().unwrap();
+            let exact = (st.complete && !st.aborted).then_some(st.queued_bytes as u64);
+            return Poll::Ready((head, exact));
+        }
+        Poll::Pending
+    }
+
+    /// Next response chunk: `Some(Ok)` data, `None` end, `Some(Err)` abort.
+    pub fn poll_chunk(self: &Arc<Self>, cx: &Context<'_>) -> Poll<Option<Result<Bytes, ()>>> {
+        self.io_waker.register(cx.waker());
+        let mut st = self.state();
+        if let Some(chunk) = st.chunks.pop_front() {
+            st.queued_bytes -= chunk.len();
+            if st.tx_waiting && st.queued_bytes < LOW_WATER {
+                self.wake_python(st);
+            }
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if st.aborted {
+            return Poll::Ready(Some(Err(())));
+        }
+        if st.complete {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,462 @@
+//! The ASGI `receive()` and `send()` callables of an http request.
+//!
+//! Both return an already-completed awaitable (`Ready`) when they don't need to wait,
+//! so a normal request costs no extra event-loop iteration; they return an asyncio
+//! Future only when they must wait for the I/O thread, which completes it through a
+//! `Wake` event (see worker/bridge.rs).
+
+use super::exchange::{Exchange, ResponseHead, State, HIGH_WATER, LOW_WATER};
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::intern;
+use std::sync::{Arc, Mutex};
+
+pyo3::create_exception!(
+    _ferrocorn,
+    ClientDisconnected,
+    PyOSError,
+    "send() was called after the client disconnected (ASGI spec 2.4)."
+);
+
+/// An awaitable whose result is already known: `await` finishes without suspending.
+#[pyclass(frozen, module = "ferrocorn._ferrocorn")]
+pub struct Ready {
+    value: Option<PyObject>,
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        match &self.value {
+            None => Ok(None),
+            Some(v) => Err(PyStopIteration::new_err((v.clone_ref(py),))),
+        }
+    }
+}
+
+/// Per-worker Python-side objects that receive() and send() need.
+pub struct HttpContext {
+    create_future: PyObject,
+    call_soon: PyObject,
+    /// `Ready(None)`, shared by every send() that doesn't wait.
+    ready_none: Py<Ready>,
+    /// Responses started without a body yet; their heads are flushed at the end of the
+    /// current loop iteration unless a body message comes first.
+    unflushed: Arc<Mutex<Vec<Arc<Exchange>>>>,
+    flusher: Py<Flusher>,
+}
+
+impl HttpContext {
+    pub fn new(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let unflushed = Arc::new(Mutex::new(Vec::new()));
+        Ok(HttpContext {
+            create_future: event_loop.getattr("create_future")?.unbind(),
+            call_soon: event_loop.getattr("call_soon")?.unbind(),
+            ready_none: Py::new(py, Ready { value: None })?,
+            flusher: Py::new(
+                py,
+                Flusher {
+                    unflushed: unflushed.clone(),
+                },
+            )?,
+            unflushed,
+        })
+    }
+}
+
+/// Sends the heads of responses whose app started them and then waited.
+#[pyclass(frozen, module = "ferrocorn._ferrocorn")]
+pub struct Flusher {
+    unflushed: Arc<Mutex<Vec<Arc<Exchange>>>>,
+}
+
+#[pymethods]
+impl Flusher {
+    fn __call__(&self) {
+        let pending = std::mem::take(&mut *self.unflushed.lock().unwrap());
+        for ex in pending {
+            let mut st = ex.state();
+            if !st.head_taken && !st.body_seen {
+                st.head_flush = true;
+                drop(st);
+                ex.wake_io();
+            }
+        }
+    }
+}
+
+#[pyclass(frozen, module = "ferrocorn._ferrocorn")]
+pub struct Receive {
+    ex: Arc<Exchange>,
+    ctx: Arc<HttpContext>,
+}
+
+#[pyclass(frozen, module = "ferrocorn._ferrocorn")]
+pub struct Send {
+    ex: Arc<Exchange>,
+    ctx: Arc<HttpContext>,
+}
+
+pub fn callables(
+    py: Python<'_>,
+    ex: &Arc<Exchange>,
+    ctx: &Arc<HttpContext>,
+) -> PyResult<(Py<Receive>, Py<Send>)> {
+    let receive = Py::new(
+        py,
+        Receive {
+            ex: ex.clone(),
+            ctx: ctx.clone(),
+        },
+    )?;
+    let send = Py::new(
+        py,
+        Send {
+            ex: ex.clone(),
+            ctx: ctx.clone(),
+        },
+    )?;
+    Ok((receive, send))
+}
+
+/// The next receive() message if one is available now.
+fn next_message(py: Python<'_>, st: &mut State) -> PyResult<Option<PyObject>> {
+    if !st.body.is_empty() {
+        let data = take_body(st);
+        let more = !st.body_end;
+        st.body_end_reported = !more;
+        return request_message(py, &data, more).map(Some);
+    }
+    if st.body_end && !st.body_end_reported {
+        st.body_end_reported = true;
+        return request_message(py, b"", false).map(Some);
+    }
+    if st.disconnected || st.response_done {
+        let msg = PyDict::new(py);
+        msg.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+        return Ok(Some(msg.into_any().unbind()));
+    }
+    Ok(None)
+}
+
+fn take_body(st: &mut State) -> Bytes {
+    if st.body.len() == 1 {
+        return st.body.pop_front().unwrap();
+    }
+    let total = st.body.iter().map(Bytes::len).sum();
+    let mut joined = BytesMut::with_capacity(total);
+    for chunk in st.body.drain(..) {
+        joined.extend_from_slice(&chunk);
+    }
+    joined.freeze()
+}
+
+fn request_message(py: Python<'_>, body: &[u8], more: bool) -> PyResult<PyObject> {
+    let msg = PyDict::new(py);
+    msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+    msg.set_item(intern!(py, "body"), PyBytes::new(py, body))?;
+    msg.set_item(intern!(py, "more_body"), more)?;
+    Ok(msg.into_any().unbind())
+}
+
+#[pymethods]
+impl Receive {
+    fn __call__(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let mut st = self.ex.state();
+        if let Some(msg) = next_message(py, &mut st)? {
+            return Py::new(py, Ready { value: Some(msg) }).map(Py::into_any);
+        }
+        let want_body = !st.body_end;
+        st.body_wanted = want_body;
+        st.rx_waiting = true;
+        drop(st);
+        let fut = self.ctx.create_future.call0(py)?;
+        self.ex.waiters.lock().unwrap().rx = Some(fut.clone_ref(py));
+        if want_body {
+            self.ex.wake_io();
+        }
+        Ok(fut)
+    }
+}
+
+fn protocol_error(msg: String) -> PyErr {
+    PyRuntimeError::new_err(msg)
+}
+
+#[pymethods]
+impl Send {
+    fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let kind = message.get_item(intern!(py, "type"))?;
+        let kind = kind.downcast::<PyString>()?;
+        if kind.is(intern!(py, "http.response.body")) || kind == "http.response.body" {
+            self.body(py, message)
+        } else if kind.is(intern!(py, "http.response.start")) || kind == "http.response.start" {
+            self.start(py, message)
+        } else {
+            Err(protocol_error(format!(
+                "Unexpected ASGI message '{}' sent for an http request.",
+                kind.to_cow()?
+            )))
+        }
+    }
+
+    /// Called by the request runner when the app returned.
+    fn app_done(&self) {
+        let mut st = self.ex.state();
+        if !st.started {
+            drop(st);
+            crate::error!("ASGI callable returned without starting response.");
+            self.fail(true);
+        } else if !st.complete && !st.disconnected && !st.response_done {
+            drop(st);
+            crate::error!("ASGI callable returned without completing response.");
+            self.fail(false);
+        } else {
+            st.complete = true;
+        }
+    }
+
+    /// Called by the request runner when the app raised.
+    fn app_error(&self, py: Python<'_>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        let cancelled = exc.is_instance(&py.import("asyncio")?.getattr("CancelledError")?)?;
+        let disconnected = self.ex.state().disconnected;
+        if cancelled || disconnected {
+            crate::debug!("ASGI callable ended early: the request was cancelled or the client left");
+        } else {
+            let tb = py
+                .import("traceback")?
+                .call_method1("format_exception", (exc,))?;
+            let text: String = PyString::new(py, "").call_method1("join", (tb,))?.extract()?;
+            crate::error!("Exception in ASGI application\n{}", text.trim_end());
+        }
+        let started = self.ex.state().started;
+        self.fail(!started);
+        Ok(())
+    }
+}
+
+impl Send {
+    fn start(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let status = message.get_item(intern!(py, "status"))?;
+        let status: u16 = status.extract().map_err(|_| {
+            protocol_error(format!("Invalid status in http.response.start: {status}"))
+        })?;
+        let status = StatusCode::from_u16(status)
+            .map_err(|_| protocol_error(format!("Invalid HTTP status code {status}")))?;
+        let headers = match message.get_item(intern!(py, "headers")) {
+            Ok(h) if !h.is_none() => convert_headers(&h)?,
+            _ => HeaderMap::new(),
+        };
+        let mut st = self.ex.state();
+        if st.started {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.start' sent, after response already started."
+                    .into(),
+            ));
+        }
+        if st.disconnected {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        st.started = true;
+        st.head = Some(ResponseHead { status, headers });
+        drop(st);
+        let mut unflushed = self.ctx.unflushed.lock().unwrap();
+        if unflushed.is_empty() {
+            self.ctx
+                .call_soon
+                .call1(py, (self.ctx.flusher.clone_ref(py),))?;
+        }
+        unflushed.push(self.ex.clone());
+        Ok(self.ctx.ready_none.clone_ref(py).into_any())
+    }
+
+    fn body(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let body = match message.get_item(intern!(py, "body")) {
+            Ok(b) => Some(b),
+            Err(_) => None,
+        };
+        let more = match message.get_item(intern!(py, "more_body")) {
+            Ok(m) => m.is_truthy()?,
+            Err(_) => false,
+        };
+        let mut st = self.ex.state();
+        if !st.started {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.body' sent, before 'http.response.start'."
+                    .into(),
+            ));
+        }
+        if st.complete {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.body' sent, after response already completed."
+                    .into(),
+            ));
+        }
+        if st.disconnected {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        if st.response_done {
+            // A HEAD response: hyper already finished it; the body is not sent.
+            st.complete = !more;
+            return Ok(self.ctx.ready_none.clone_ref(py).into_any());
+        }
+        if let Some(body) = body {
+            let data: &[u8] = body.downcast::<PyBytes>().map_err(|_| {
+                protocol_error("http.response.body 'body' must be bytes".into())
+            })?.as_bytes();
+            if !data.is_empty() {
+                st.queued_bytes += data.len();
+                st.chunks.push_back(Bytes::copy_from_slice(data));
+            }
+        }
+        st.body_seen = true;
+        st.complete = !more;
+        let must_wait = more && st.queued_bytes > HIGH_WATER;
+        if must_wait {
+            st.tx_waiting = true;
+        }
+        drop(st);
+        self.ex.wake_io();
+        if !must_wait {
+            return Ok(self.ctx.ready_none.clone_ref(py).into_any());
+        }
+        let fut = self.ctx.create_future.call0(py)?;
+        self.ex.waiters.lock().unwrap().tx = Some(fut.clone_ref(py));
+        Ok(fut)
+    }
+
+    /// The app failed: answer 500 if nothing was sent yet, else close the connection.
+    fn fail(&self, send_500: bool) {
+        let mut st = self.ex.state();
+        if send_500 && !st.started {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            st.started = true;
+            st.head = Some(ResponseHead {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                headers,
+            });
+            let body = Bytes::from_static(b"Internal Server Error");
+            st.queued_bytes += body.len();
+            st.chunks.push_back(body);
+            st.body_seen = true;
+            st.complete = true;
+        } else if !st.complete {
+            st.aborted = true;
+        }
+        drop(st);
+        self.ex.wake_io();
+    }
+}
+
+fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for item in headers.try_iter()? {
+        let item = item?;
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
+            protocol_error(format!("Invalid header in http.response.start: {item}"))
+        })?;
+        let name = header_bytes(&name)?;
+        let value = header_bytes(&value)?;
+        let name = HeaderName::from_bytes(&name).map_err(|_| {
+            protocol_error(format!(
+                "Invalid header name {:?} in http.response.start",
+                String::from_utf8_lossy(&name)
+            ))
+        })?;
+        // Rejects CR, LF and NUL: a value can't end the header block early.
+        let value = HeaderValue::from_bytes(&value).map_err(|_| {
+            protocol_error(format!(
+                "Invalid value for header {name:?} in http.response.start"
+            ))
+        })?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn header_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    // Lenient as uvicorn is: latin-1 text is accepted too.
+    if let Ok(s) = obj.downcast::<PyString>() {
+        let s = s.to_cow()?;
+        return s
+            .chars()
+            .map(|c| u8::try_from(c as u32))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| protocol_error("header text must be latin-1".into()));
+    }
+    Err(protocol_error(format!(
+        "Header names and values must be bytes, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// Completes whatever receive() / send() future of this exchange can complete now.
+pub fn wake(py: Python<'_>, ex: &Arc<Exchange>) -> PyResult<()> {
+    let mut waiters = ex.waiters.lock().unwrap();
+    if let Some(fut) = waiters.rx.take() {
+        let mut st = ex.state();
+        match next_message(py, &mut st)? {
+            Some(msg) => {
+                drop(st);
+                resolve(py, &fut, Ok(msg))?;
+            }
+            None => {
+                st.rx_waiting = true;
+                let want = !st.body_end;
+                st.body_wanted = want;
+                drop(st);
+                waiters.rx = Some(fut);
+                if want {
+                    ex.wake_io();
+                }
+            }
+        }
+    }
+    if let Some(fut) = waiters.tx.take() {
+        let mut st = ex.state();
+        if st.disconnected {
+            drop(st);
+            let err = ClientDisconnected::new_err("client disconnected");
+            resolve(py, &fut, Err(err))?;
+        } else if st.response_done || st.aborted || st.queued_bytes < LOW_WATER {
+            drop(st);
+            resolve(py, &fut, Ok(py.None()))?;
+        } else {
+            st.tx_waiting = true;
+            drop(st);
+            waiters.tx = Some(fut);
+        }
+    }
+    Ok(())
+}
+
+fn resolve(py: Python<'_>, fut: &PyObject, outcome: PyResult<PyObject>) -> PyResult<()> {
+    let fut = fut.bind(py);
+    // The awaiting task may have been cancelled meanwhile.
+    if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        return Ok(());
+    }
+    match outcome {
+        Ok(v) => fut.call_method1(intern!(py, "set_result"), (v,))?,
+        Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?,
+    };
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Command-line options. One struct serves the master (which parses argv) and the
+//! workers (which receive it as JSON over the control channel), so both always agree.
+//!
+//! Flag names follow uvicorn where uvicorn has the option, gunicorn for the process
+//! options uvicorn lacks (`--timeout`, `--graceful-timeout`, `--max-requests-jitter`,
+//! `--limit-request-*`).
+
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LifespanMode {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopKind {
+    Auto,
+    Asyncio,
+    Uvloop,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+#[derive(Parser, Debug, Clone, Serialize, Deserialize)]
+#[command(
+    name = "ferrocorn",
+    version,
+    about = "A fast ASGI application server with a gunicorn-grade process manager.",
+    after_help = "Example: ferrocorn main:app --host 0.0.0.0 --port 8000 --workers 4"
+)]
+pub struct Config {
+    /// The ASGI application, as "module:attribute" (attribute may be dotted).
+    #[arg(value_name = "APP")]
+    pub app: String,
+
+    /// Bind socket to this host. IPv6 addresses are accepted ("::1", "::").
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Bind socket to this port. 0 picks a free port (logged at startup).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+
+    /// Bind to a UNIX domain socket instead of host/port.
+    #[arg(long)]
+    pub uds: Option<String>,
+
+    /// Serve on an already-bound listening socket inherited as this file descriptor.
+    #[arg(long)]
+    pub fd: Option<i32>,
+
+    /// Maximum number of pending connections in the listen queue.
+    #[arg(long, default_value_t = 2048)]
+    pub backlog: i32,
+
+    /// Number of worker processes.
+    #[arg(long, env = "WEB_CONCURRENCY", default_value_t = 1)]
+    pub workers: usize,
+
+    /// Look for APP in this directory (prepended to sys.path).
+    #[arg(long, default_value = ".")]
+    pub app_dir: String,
+
+    /// Treat APP as a factory: call it with no arguments to get the application.
+    #[arg(long)]
+    pub factory: bool,
+
+    /// Lifespan protocol: "auto" tolerates apps without it, "on" requires it.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub lifespan: LifespanMode,
+
+    /// Event loop: "auto" uses uvloop when it is installed.
+    #[arg(long = "loop", value_enum, default_value = "auto")]
+    pub loop_kind: LoopKind,
+
+    /// ASGI root_path for apps mounted below a URL prefix.
+    #[arg(long, default_value = "")]
+    pub root_path: String,
+
+    /// Close keep-alive connections idle for this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub timeout_keep_alive: f64,
+
+    /// Close connections that have not sent complete request headers within this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout_request_header: f64,
+
+    /// Seconds to let in-flight requests finish on a graceful stop before cancelling them.
+    #[arg(long)]
+    pub timeout_graceful_shutdown: Option<f64>,
+
+    /// Log level.
+    #[arg(long, value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+
+    /// Write an access log line per request (on by default).
+    #[arg(long, overrides_with = "no_access_log")]
+    pub access_log: bool,
+    /// Do not write the access log.
+    #[arg(long)]
+    pub no_access_log: bool,
+
+    /// Send a "server: ferrocorn" header (on by default).
+    #[arg(long, overrides_with = "no_server_header")]
+    pub server_header: bool,
+    /// Do not send the server header.
+    #[arg(long)]
+    pub no_server_header: bool,
+
+    /// Send a "date" header (on by default).
+    #[arg(long, overrides_with = "no_date_header")]
+    pub date_header: bool,
+    /// Do not send the date header.
+    #[arg(long)]
+    pub no_date_header: bool,
+
+    /// Answer 503 when a worker already has this many requests in flight.
+    #[arg(long)]
+    pub limit_concurrency: Option<usize>,
+
+    /// Maximum size of the request line in bytes (414 beyond it).
+    #[arg(long, default_value_t = 8190)]
+    pub limit_request_line: usize,
+
+    /// Maximum number of request header fields (431 beyond it).
+    #[arg(long, default_value_t = 100)]
+    pub limit_request_fields: usize,
+
+    /// Maximum size of one request header field, name and value, in bytes (431 beyond it).
+    #[arg(long, default_value_t = 8190)]
+    pub limit_request_field_size: usize,
+}
+
+impl Config {
+    pub fn access_log_enabled(&self) -> bool {
+        !self.no_access_log
+    }
+    pub fn server_header_enabled(&self) -> bool {
+        !self.no_server_header
+    }
+    pub fn date_header_enabled(&self) -> bool {
+        !self.no_date_header
+    }
+}

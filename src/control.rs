@@ -1,0 +1,45 @@
+//! The control channel between master and worker: one Unix stream socket per worker,
+//! carrying one JSON message per line. Master and worker never signal each other;
+//! whatever they need to say goes here (see shared/DESIGN.md, "Processes").
+
+use crate::config::Config;
+use serde::{Deserialize, Serialize};
+
+/// A listening socket handed to a worker as an inherited file descriptor.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ListenerSpec {
+    pub fd: i32,
+    pub unix: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// First message: everything the worker needs to boot.
+    Boot {
+        config: Box<Config>,
+        listeners: Vec<ListenerSpec>,
+        worker_id: usize,
+    },
+    /// Stop accepting, finish in-flight requests, run lifespan shutdown, exit.
+    Stop,
+    /// Exit as soon as possible.
+    Quit,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ToMaster {
+    /// App imported, lifespan startup done, accepting connections.
+    Ready,
+    /// The app could not be loaded or its lifespan startup failed; the reason is one line.
+    BootFailed { reason: String },
+    /// Sent from the worker's event-loop thread, so a blocked loop stops sending it.
+    Heartbeat,
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(msg).expect("control messages always serialise");
+    line.push(b'\n');
+    line
+}

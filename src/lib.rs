@@ -1,0 +1,47 @@
+//! ferrocorn: an ASGI application server. See shared/DESIGN.md for the architecture.
+
+pub mod asgi;
+pub mod config;
+pub mod control;
+pub mod http;
+pub mod log;
+pub mod master;
+pub mod worker;
+
+use clap::Parser;
+use pyo3::prelude::*;
+
+/// Parse the command line and run the master until it stops; returns the exit code.
+/// `argv[0]` is the program name. Help, version and usage errors print as clap does.
+#[pyfunction]
+fn run_master(
+    py: Python<'_>,
+    argv: Vec<String>,
+    executable: String,
+    interpreter_flags: Vec<String>,
+) -> i32 {
+    let config = match config::Config::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let python = master::spawn::PythonLaunch {
+        executable,
+        interpreter_flags,
+    };
+    py.allow_threads(|| master::run(config, python))
+}
+
+#[pymodule]
+fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(run_master, m)?)?;
+    m.add_class::<worker::WorkerCore>()?;
+    m.add(
+        "ClientDisconnected",
+        m.py().get_type::<asgi::http::ClientDisconnected>(),
+    )?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! A worker process's Rust core, driven from `python -m ferrocorn.worker`.
+//!
+//! Threads: the interpreter's main thread runs the asyncio loop and the app; the
+//! `ferrocorn-io` thread runs tokio + hyper; the `ferrocorn-control` thread reads the
+//! master's orders. Only the main thread ever holds the GIL for our code.
+
+pub mod bridge;
+mod control;
+mod server;
+mod signals;
+
+use crate::asgi::dispatch::Dispatcher;
+use crate::config::{Config, LogLevel};
+use crate::control::{ListenerSpec, ToMaster, ToWorker};
+use crate::http::limits::Limits;
+use crate::http::service::WorkerShared;
+use bridge::Bridge;
+use control::ControlChannel;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+#[pyclass(module = "ferrocorn._ferrocorn", unsendable)]
+pub struct WorkerCore {
+    control: ControlChannel,
+    config: Config,
+    listeners: Vec<ListenerSpec>,
+    worker_id: usize,
+    bridge: Arc<Bridge>,
+    server: Option<server::ServerHandle>,
+    dispatcher: Option<Dispatcher>,
+    batch: Vec<bridge::Event>,
+}
+
+fn runtime_error(e: impl std::fmt::Display) -> PyErr {
+    PyRuntimeError::new_err(e.to_string())
+}
+
+#[pymethods]
+impl WorkerCore {
+    /// Takes over the control channel and reads the boot message (blocks until it comes).
+    #[new]
+    fn new(control_fd: i32) -> PyResult<Self> {
+        let (control, reader, boot, pending) = control::connect(control_fd).map_err(runtime_error)?;
+        let ToWorker::Boot {
+            config,
+            listeners,
+            worker_id,
+        } = boot
+        else {
+            return Err(runtime_error("the master's first message was not a boot message"));
+        };
+        crate::log::set_level(config.log_level);
+        let bridge = Arc::new(Bridge::new().map_err(runtime_error)?);
+        let sigterm = signals::install_sigterm().map_err(runtime_error)?;
+        control::spawn_reader(reader, pending, sigterm, bridge.clone()).map_err(runtime_error)?;
+        Ok(WorkerCore {
+            control,
+            config: *config,
+            listeners,
+            worker_id,
+            bridge,
+            server: None,
+            dispatcher: None,
+            batch: Vec::with_capacity(256),
+        })
+    }
+
+    /// The configuration as JSON, for the Python side of the boot.
+    #[getter]
+    fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).expect("config serialises")
+    }
+
+    #[getter]
+    fn worker_id(&self) -> usize {
+        self.worker_id
+    }
+
+    fn ready(&self) {
+        self.control.send(&ToMaster::Ready);
+    }
+
+    fn boot_failed(&self, reason: String) {
+        self.control.send(&ToMaster::BootFailed { reason });
+    }
+
+    fn heartbeat(&self) {
+        self.control.send(&ToMaster::Heartbeat);
+    }
+
+    /// Log through the same writer as the Rust side; level is a uvicorn level name.
+    #[staticmethod]
+    fn log(level: &str, message: &str) {
+        let level = match level {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "warning" => LogLevel::Warning,
+            "error" => LogLevel::Error,
+            "critical" => LogLevel::Critical,
+            _ => LogLevel::Info,
+        };
+        crate::log::log(level, message);
+    }
+
+    /// Start serving: the I/O thread begins accepting. Returns the fd the loop must watch
+    /// (`loop.add_reader(fd, core.drain)`).
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        &mut self,
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        app: PyObject,
+        runner: PyObject,
+        state: Py<PyDict>,
+        on_control: PyObject,
+    ) -> PyResult<i32> {
+        if self.server.is_some() {
+            return Err(runtime_error("already serving"));
+        }
+        self.dispatcher = Some(Dispatcher::new(
+            py,
+            event_loop,
+            app,
+            runner,
+            state,
+            on_control,
+            &self.config.root_path,
+        )?);
+        let shared = Arc::new(WorkerShared {
+            bridge: self.bridge.clone(),
+            inflight: Arc::new(AtomicUsize::new(0)),
+            limits: Limits {
+                request_line: self.config.limit_request_line,
+                fields: self.config.limit_request_fields,
+                field_size: self.config.limit_request_field_size,
+            },
+            limit_concurrency: self.config.limit_concurrency,
+            server_header: self.config.server_header_enabled(),
+            access_log: self.config.access_log_enabled(),
+        });
+        let handle = py
+            .allow_threads(|| server::start(&self.config, &self.listeners, shared))
+            .map_err(runtime_error)?;
+        self.server = Some(handle);
+        Ok(self.bridge.fd())
+    }
+
+    /// Handle every event queued by the other threads; called by the loop when the
+    /// bridge's eventfd is readable.
+    fn drain(&mut self, py: Python<'_>) {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.bridge.take(&mut batch);
+        if let Some(dispatcher) = self.dispatcher.as_mut() {
+            for event in batch.drain(..) {
+                dispatcher.handle(py, event);
+            }
+        }
+        batch.clear();
+        self.batch = batch;
+    }
+
+    /// Stop accepting and close connections as their requests finish; a "drained"
+    /// notice follows once all are closed.
+    fn begin_shutdown(&self) {
+        if let Some(server) = &self.server {
+            server.begin_shutdown();
+        }
+    }
+}
