@@ -1,0 +1,51 @@
+# One entry point for newcomers and CI. `make serve` builds and serves the example app;
+# `make test` runs every test. Both create their own virtualenv in .venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# `release` (LTO) is what ships and what CI tests; `make PROFILE=fast ...` builds quicker.
+PROFILE ?= release
+
+.PHONY: venv build serve test test-rust test-python lint fmt bench bench-quick clean
+
+$(BIN)/python: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(BIN)/python
+
+venv: $(BIN)/python
+
+build: venv
+	$(BIN)/maturin develop --quiet --profile $(PROFILE)
+
+serve: build
+	$(BIN)/ferrocorn examples.hello:app --host 127.0.0.1 --port 8000
+
+test: build test-rust test-python
+
+test-rust:
+	cargo test --profile $(PROFILE) --quiet
+
+test-python: venv
+	$(BIN)/python -m pytest tests -q
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	$(BIN)/ruff check python tests bench examples
+	$(BIN)/ruff format --check python tests bench examples
+
+fmt: venv
+	cargo fmt --all
+	$(BIN)/ruff format python tests bench examples
+
+bench: build
+	bench/run.sh
+
+bench-quick: build
+	bench/run.sh --quick
+
+clean:
+	rm -rf $(VENV) target
