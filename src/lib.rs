@@ -3,7 +3,7 @@
 pub mod asgi;
 pub mod config;
 pub mod control;
-pub mod http;
+pub mod http1;
 pub mod log;
 pub mod master;
 pub mod worker;

@@ -6,11 +6,10 @@
 //! other is actually waiting: the I/O side through `io_waker`, the Python side through
 //! a `Wake` event on the bridge (batched, see worker/bridge.rs).
 
-use crate::http::io::Activity;
 use crate::worker::bridge::{Bridge, Event};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
 use pyo3::prelude::*;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,15 +30,16 @@ pub struct ConnInfo {
     /// Python thread.
     pub py_client: OnceLock<Py<PyAny>>,
     pub py_server: OnceLock<Py<PyAny>>,
-    pub activity: Arc<Activity>,
 }
 
 /// What the Python side needs to call the app for a new request.
 pub struct RequestHead {
     pub method: Method,
-    pub uri: Uri,
+    /// The request-target exactly as sent (origin-form "/p?q", absolute-form, or "*").
+    pub target: bytes::Bytes,
     pub version: Version,
-    pub headers: HeaderMap,
+    /// Lower-cased names, in the order the client sent them.
+    pub headers: Vec<(HeaderName, bytes::Bytes)>,
     pub conn: Arc<ConnInfo>,
     pub exchange: Arc<Exchange>,
 }
@@ -80,30 +80,21 @@ pub struct State {
     pub aborted: bool,
 }
 
-/// Counts a request as in flight (for --limit-concurrency and the keep-alive idle
-/// timer) until the exchange is gone from both the I/O and the Python side.
-pub struct InflightGuard {
-    worker: Arc<AtomicUsize>,
-    activity: Arc<Activity>,
-}
+/// Counts a request as in flight (for --limit-concurrency) until the exchange is gone
+/// from both the I/O and the Python side.
+pub struct InflightGuard(Arc<AtomicUsize>);
 
 impl InflightGuard {
     /// Returns the guard and the worker's in-flight count including this request.
-    pub fn enter(worker: &Arc<AtomicUsize>, activity: &Arc<Activity>) -> (Self, usize) {
+    pub fn enter(worker: &Arc<AtomicUsize>) -> (Self, usize) {
         let count = worker.fetch_add(1, Ordering::Relaxed) + 1;
-        activity.begin_request();
-        let guard = InflightGuard {
-            worker: worker.clone(),
-            activity: activity.clone(),
-        };
-        (guard, count)
+        (InflightGuard(worker.clone()), count)
     }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.worker.fetch_sub(1, Ordering::Relaxed);
-        self.activity.end_request();
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -213,7 +213,10 @@ impl Send {
     /// Called by the request runner when the app returned.
     fn app_done(&self) {
         let mut st = self.ex.state();
-        if !st.started {
+        if st.disconnected {
+            // The app gave up on a client that left: nothing to answer, nothing wrong.
+            st.complete = true;
+        } else if !st.started {
             drop(st);
             crate::error!("ASGI callable returned without starting response.");
             self.fail(true);

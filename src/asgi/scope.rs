@@ -52,7 +52,7 @@ impl ScopeBuilder {
         scope.set_item(intern!(py, "method"), method(py, &head.method))?;
         scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
 
-        let raw_path = head.uri.path().as_bytes();
+        let (raw_path, query) = split_target(&head.target);
         let decoded = percent_decode(raw_path).decode_utf8_lossy();
         if self.root_path_raw.is_empty() {
             scope.set_item(intern!(py, "path"), PyString::new(py, &decoded))?;
@@ -65,8 +65,8 @@ impl ScopeBuilder {
             raw.extend_from_slice(raw_path);
             scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &raw))?;
         }
-        let query = match head.uri.query() {
-            Some(q) => PyBytes::new(py, q.as_bytes()),
+        let query = match query {
+            Some(q) => PyBytes::new(py, q),
             None => self.empty_bytes.bind(py).clone(),
         };
         scope.set_item(intern!(py, "query_string"), query)?;
@@ -75,7 +75,7 @@ impl ScopeBuilder {
         let headers = PyList::empty(py);
         for (name, value) in &head.headers {
             let name = self.header_name(py, name);
-            let pair = PyTuple::new(py, [name.into_any(), PyBytes::new(py, value.as_bytes()).into_any()])?;
+            let pair = PyTuple::new(py, [name.into_any(), PyBytes::new(py, value).into_any()])?;
             headers.append(pair)?;
         }
         scope.set_item(intern!(py, "headers"), headers)?;
@@ -97,6 +97,25 @@ impl ScopeBuilder {
             self.header_names.insert(name.clone(), bytes.clone().unbind());
         }
         bytes
+    }
+}
+
+/// The path and query of a request-target; absolute-form targets
+/// ("http://host/p?q") give their path, "*" stays "*".
+fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut rest = target;
+    if !rest.starts_with(b"/") && !rest.starts_with(b"*") {
+        if let Some(scheme_end) = rest.windows(3).position(|w| w == b"://") {
+            let after = &rest[scheme_end + 3..];
+            rest = after
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .map_or(&b"/"[..], |p| &after[p..]);
+        }
+    }
+    match rest.iter().position(|&b| b == b'?') {
+        Some(q) => (&rest[..q], Some(&rest[q + 1..])),
+        None => (rest, None),
     }
 }
 

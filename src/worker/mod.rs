@@ -12,8 +12,9 @@ mod signals;
 use crate::asgi::dispatch::Dispatcher;
 use crate::config::{Config, LogLevel};
 use crate::control::{ListenerSpec, ToMaster, ToWorker};
-use crate::http::limits::Limits;
-use crate::http::service::WorkerShared;
+use crate::http1::conn::ConnShared;
+use crate::http1::encode::HeadOptions;
+use crate::http1::parse::Limits;
 use bridge::Bridge;
 use control::ControlChannel;
 use pyo3::exceptions::PyRuntimeError;
@@ -129,7 +130,8 @@ impl WorkerCore {
             on_control,
             &self.config.root_path,
         )?);
-        let shared = Arc::new(WorkerShared {
+        let c = &self.config;
+        let shared = Arc::new(ConnShared {
             bridge: self.bridge.clone(),
             inflight: Arc::new(AtomicUsize::new(0)),
             limits: Limits {
@@ -137,9 +139,14 @@ impl WorkerCore {
                 fields: self.config.limit_request_fields,
                 field_size: self.config.limit_request_field_size,
             },
-            limit_concurrency: self.config.limit_concurrency,
-            server_header: self.config.server_header_enabled(),
-            access_log: self.config.access_log_enabled(),
+            limit_concurrency: c.limit_concurrency,
+            head: HeadOptions {
+                server_header: c.server_header_enabled(),
+                date_header: c.date_header_enabled(),
+            },
+            access_log: c.access_log_enabled(),
+            keep_alive: std::time::Duration::from_secs_f64(c.timeout_keep_alive),
+            header_timeout: std::time::Duration::from_secs_f64(c.timeout_request_header),
         });
         let handle = py
             .allow_threads(|| server::start(&self.config, &self.listeners, shared))

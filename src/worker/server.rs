@@ -5,17 +5,13 @@
 use crate::asgi::exchange::ConnInfo;
 use crate::config::Config;
 use crate::control::ListenerSpec;
-use crate::http::io::{Activity, Tracked};
-use crate::http::service::{AsgiService, WorkerShared};
+use crate::http1::conn::{self, ConnShared};
 use crate::worker::bridge::Event;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 
 /// Orders from the Python side to the I/O thread.
@@ -55,25 +51,13 @@ impl Drop for ConnGuard {
 pub fn start(
     config: &Config,
     listeners: &[ListenerSpec],
-    shared: Arc<WorkerShared>,
+    shared: Arc<ConnShared>,
 ) -> std::io::Result<ServerHandle> {
+    let _ = config;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs_f64(config.timeout_request_header))
-        .max_headers(config.limit_request_fields)
-        .auto_date_header(config.date_header_enabled());
-    // Memory for one request head is bounded by the limits the app server enforces.
-    let head_budget = config.limit_request_line
-        + config.limit_request_fields * (config.limit_request_field_size + 4)
-        + 4096;
-    builder.max_buf_size(head_budget.max(8192));
-    let builder = Arc::new(builder);
-    let keep_alive = Duration::from_secs_f64(config.timeout_keep_alive);
 
     // Sockets must be registered with the runtime from inside it.
     let listeners: Vec<ListenerSpec> = listeners.to_vec();
@@ -93,7 +77,7 @@ pub fn start(
                     }
                 }
                 let _ = ready_tx.send(Ok(()));
-                serve(bound, shared, builder, keep_alive, shutdown_rx).await;
+                serve(bound, shared, shutdown_rx).await;
             })
         })?;
     ready_rx
@@ -117,21 +101,13 @@ fn adopt(spec: &ListenerSpec) -> std::io::Result<Listener> {
     }
 }
 
-async fn serve(
-    listeners: Vec<Listener>,
-    shared: Arc<WorkerShared>,
-    builder: Arc<http1::Builder>,
-    keep_alive: Duration,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watch::Receiver<bool>) {
     let connections = Arc::new(Connections::default());
     let mut accepting = Vec::new();
     for listener in listeners {
         accepting.push(tokio::spawn(accept_loop(
             listener,
             shared.clone(),
-            builder.clone(),
-            keep_alive,
             shutdown.clone(),
             connections.clone(),
         )));
@@ -152,9 +128,7 @@ async fn serve(
 
 async fn accept_loop(
     listener: Listener,
-    shared: Arc<WorkerShared>,
-    builder: Arc<http1::Builder>,
-    keep_alive: Duration,
+    shared: Arc<ConnShared>,
     mut shutdown: watch::Receiver<bool>,
     connections: Arc<Connections>,
 ) {
@@ -170,20 +144,12 @@ async fn accept_loop(
             Ok((conn, stream)) => {
                 connections.count.fetch_add(1, Ordering::AcqRel);
                 let guard = ConnGuard(connections.clone());
-                let service = AsgiService {
-                    shared: shared.clone(),
-                    conn,
-                };
-                let builder = builder.clone();
+                let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     match stream {
-                        Stream::Tcp(s) => {
-                            serve_connection(s, service, &builder, keep_alive, shutdown).await
-                        }
-                        Stream::Unix(s) => {
-                            serve_connection(s, service, &builder, keep_alive, shutdown).await
-                        }
+                        Stream::Tcp(s) => conn::serve(s, shared, conn, shutdown).await,
+                        Stream::Unix(s) => conn::serve(s, shared, conn, shutdown).await,
                     }
                     drop(guard);
                 });
@@ -220,7 +186,6 @@ async fn accept(listener: &Listener) -> std::io::Result<(Arc<ConnInfo>, Stream)>
         server,
         py_client: OnceLock::new(),
         py_server: OnceLock::new(),
-        activity: Arc::new(Activity::default()),
     };
     Ok((Arc::new(info), stream))
 }
@@ -233,56 +198,5 @@ fn normalise(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         v4 => v4,
-    }
-}
-
-async fn serve_connection<S>(
-    stream: S,
-    service: AsgiService,
-    builder: &http1::Builder,
-    keep_alive: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = service.conn.activity.clone();
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        activity: activity.clone(),
-    });
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    let mut closing = false;
-    loop {
-        if !closing && *shutdown.borrow() {
-            closing = true;
-            conn.as_mut().graceful_shutdown();
-        }
-        // While a request is active the idle timer is off; re-check every keep-alive
-        // period so it starts again once the request is done.
-        let idle_at = activity
-            .idle_deadline(keep_alive)
-            .unwrap_or_else(|| tokio::time::Instant::now() + keep_alive);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    crate::debug!("connection closed with error: {e}");
-                }
-                return;
-            }
-            changed = shutdown.changed(), if !closing => {
-                // A dropped sender also means stop.
-                if changed.is_err() {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-            _ = tokio::time::sleep_until(idle_at), if !closing => {
-                if activity.idle_deadline(keep_alive).is_some_and(|d| d <= tokio::time::Instant::now()) {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
     }
 }

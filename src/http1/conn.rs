@@ -1,0 +1,543 @@
+//! One HTTP/1.1 connection: read a head, hand the request to Python as an `Exchange`,
+//! move the request body in (only while the app's receive() asks for it) and the
+//! response out, then the next request (keep-alive, pipelining in order).
+
+use super::decode::{Decoder, Step};
+use super::encode::{self, BodyFraming, HeadOptions, RequestFacts};
+use super::parse::{self, Framing, Limits, Outcome, Rejection};
+use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead};
+use crate::worker::bridge::{Bridge, Event};
+use bytes::{Buf, BufMut, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Version};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Request-body bytes handed to the app in one receive() at most.
+const BODY_PIECE: usize = 1024 * 1024;
+/// Response bytes encoded ahead of the socket at most; beyond it we wait for the socket.
+const WRITE_AHEAD: usize = 256 * 1024;
+/// While the app runs we keep reading (to notice a disconnect), buffering pipelined
+/// requests up to this much.
+const PIPELINE_BUFFER: usize = 256 * 1024;
+
+/// What every connection of a worker shares.
+pub struct ConnShared {
+    pub bridge: Arc<Bridge>,
+    pub inflight: Arc<AtomicUsize>,
+    pub limits: Limits,
+    pub limit_concurrency: Option<usize>,
+    pub head: HeadOptions,
+    pub access_log: bool,
+    pub keep_alive: Duration,
+    pub header_timeout: Duration,
+}
+
+enum Next {
+    Head(parse::Head),
+    Reject(Rejection),
+    Close,
+}
+
+pub async fn serve<S>(
+    mut io: S,
+    shared: Arc<ConnShared>,
+    conn: Arc<ConnInfo>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    loop {
+        let head = match read_head(&mut io, &mut buf, &shared, &mut shutdown).await {
+            Next::Head(h) => h,
+            Next::Close => return,
+            Next::Reject(r) => {
+                crate::warn!("Invalid HTTP request received: {}", r.reason);
+                reject_and_close(io, r.status, &shared).await;
+                return;
+            }
+        };
+        let (guard, inflight) = InflightGuard::enter(&shared.inflight);
+        if shared.limit_concurrency.is_some_and(|limit| inflight > limit) {
+            crate::warn!("Exceeded concurrency limit.");
+            drop(guard);
+            reject_and_close(io, StatusCode::SERVICE_UNAVAILABLE, &shared).await;
+            return;
+        }
+        let closing = *shutdown.borrow();
+        let mut tx = Transaction::new(head, &mut io, &mut buf, &shared, &conn, guard, closing);
+        let outcome = poll_fn(|cx| tx.poll(cx)).await;
+        drop(tx);
+        match outcome {
+            Done::KeepAlive if !*shutdown.borrow() => continue,
+            Done::KeepAlive | Done::Close => {
+                linger_close(io).await;
+                return;
+            }
+            Done::Reject(r) => {
+                crate::warn!("Invalid HTTP request received: {}", r.reason);
+                reject_and_close(io, r.status, &shared).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Wait for a whole request head. Idle connections close after the keep-alive timeout
+/// (or at once on shutdown); a started head must be complete within the header timeout.
+async fn read_head<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    shared: &ConnShared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Next {
+    let idle_deadline = Instant::now() + shared.keep_alive;
+    let mut header_deadline = None;
+    loop {
+        if !buf.is_empty() {
+            match parse::parse(buf, &shared.limits) {
+                Outcome::Complete(head) => return Next::Head(head),
+                Outcome::Reject(r) => return Next::Reject(r),
+                Outcome::Partial => {
+                    header_deadline.get_or_insert_with(|| Instant::now() + shared.header_timeout);
+                }
+            }
+        } else if *shutdown.borrow() {
+            return Next::Close;
+        }
+        let deadline = header_deadline.unwrap_or(idle_deadline);
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = io.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Next::Close,
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                if header_deadline.is_some() {
+                    crate::debug!("Closing a connection that did not send its headers in time");
+                }
+                return Next::Close;
+            }
+            changed = shutdown.changed(), if buf.is_empty() => {
+                if changed.is_err() {
+                    return Next::Close;
+                }
+            }
+        }
+    }
+}
+
+/// Answer a request we refuse, then close without resetting the connection.
+async fn reject_and_close<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    status: StatusCode,
+    shared: &ConnShared,
+) {
+    let body = status.canonical_reason().unwrap_or("Error");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    let mut out = BytesMut::with_capacity(256);
+    let req = RequestFacts {
+        method: &Method::GET,
+        version: Version::HTTP_11,
+        keep_alive: false,
+    };
+    encode::write_head(
+        &mut out,
+        status,
+        &headers,
+        Some(body.len() as u64),
+        &req,
+        &shared.head,
+    );
+    out.put_slice(body.as_bytes());
+    if io.write_all(&out).await.is_ok() {
+        linger_close(io).await;
+    }
+}
+
+/// Close our side, then read and drop what the client still sends for a moment: closing
+/// with unread data would reset the connection and could destroy the response we sent.
+async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
+    let _ = io.flush().await;
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let mut budget = 1024 * 1024;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while budget > 0 {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget -= n.min(budget),
+            }
+        }
+    })
+    .await;
+}
+
+enum Done {
+    KeepAlive,
+    Close,
+    Reject(Rejection),
+}
+
+/// One request/response on a connection.
+struct Transaction<'a, S> {
+    io: &'a mut S,
+    buf: &'a mut BytesMut,
+    shared: &'a ConnShared,
+    ex: Arc<Exchange>,
+    /// The request until it is handed to Python.
+    request: Option<Box<RequestHead>>,
+    /// None once the request body is complete (or there is none).
+    decoder: Option<Decoder>,
+    expect_continue: bool,
+    method: Method,
+    version: Version,
+    keep_alive: bool,
+    out: BytesMut,
+    /// Set once the response head is written.
+    framing: Option<BodyFraming>,
+    body_sent: u64,
+    response_ended: bool,
+    /// The connection can't be reused (app failure, framing error, client gone).
+    broken: bool,
+    finished: bool,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
+    fn new(
+        head: parse::Head,
+        io: &'a mut S,
+        buf: &'a mut BytesMut,
+        shared: &'a ConnShared,
+        conn: &Arc<ConnInfo>,
+        guard: InflightGuard,
+        closing: bool,
+    ) -> Self {
+        let access = shared.access_log.then(|| access_prefix(&head, conn));
+        let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, access));
+        let decoder = match head.framing {
+            Framing::Empty => {
+                ex.state().body_end = true;
+                None
+            }
+            Framing::Length(n) => Some(Decoder::Length(n)),
+            Framing::Chunked => Some(Decoder::chunked()),
+        };
+        let request = Box::new(RequestHead {
+            method: head.method.clone(),
+            target: head.target,
+            version: head.version,
+            headers: head.headers,
+            conn: conn.clone(),
+            exchange: ex.clone(),
+        });
+        Transaction {
+            io,
+            buf,
+            shared,
+            ex,
+            request: Some(request),
+            decoder,
+            expect_continue: head.expect_continue,
+            method: head.method,
+            version: head.version,
+            keep_alive: head.keep_alive && !closing,
+            out: BytesMut::new(),
+            framing: None,
+            body_sent: 0,
+            response_ended: false,
+            broken: false,
+            finished: false,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Done> {
+        loop {
+            if self.request.is_some() {
+                match self.poll_dispatch(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(done)) => {
+                        self.finished = true;
+                        return Poll::Ready(done);
+                    }
+                    Poll::Ready(None) => {}
+                }
+            }
+            let mut progress = self.poll_request_body(cx);
+            progress |= self.poll_response(cx);
+            match self.poll_write(cx) {
+                Poll::Ready(Err(())) => {
+                    self.ex.disconnect();
+                    self.finished = true;
+                    return Poll::Ready(Done::Close);
+                }
+                Poll::Ready(Ok(wrote)) => progress |= wrote,
+                Poll::Pending => {}
+            }
+            if self.response_ended && self.out.is_empty() {
+                self.finished = true;
+                if self.broken {
+                    self.ex.disconnect();
+                    return Poll::Ready(Done::Close);
+                }
+                self.ex.finish_response();
+                let reusable = self.keep_alive && self.decoder.is_none();
+                return Poll::Ready(if reusable { Done::KeepAlive } else { Done::Close });
+            }
+            if self.broken && !self.response_ended {
+                // The client is gone or sent a bad body: nobody to answer.
+                self.finished = true;
+                self.ex.disconnect();
+                return Poll::Ready(Done::Close);
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Read ahead what is already there of the body, then hand the request to Python,
+    /// so a small body reaches the app with the request (no extra round trip).
+    /// Ready(Some) ends the transaction before the app ever sees the request.
+    fn poll_dispatch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Done>> {
+        loop {
+            if self.expect_continue || self.decoder.is_none() {
+                break;
+            }
+            match self.decode_buffered() {
+                Err(reason) => {
+                    return Poll::Ready(Some(Done::Reject(Rejection {
+                        status: StatusCode::BAD_REQUEST,
+                        reason,
+                    })))
+                }
+                Ok(true) => break,
+                Ok(false) => {}
+            }
+            match self.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(false) => return Poll::Ready(Some(Done::Close)),
+                Poll::Ready(true) => {}
+            }
+        }
+        let request = self.request.take().expect("dispatched once");
+        self.shared.bridge.push(Event::Request(request));
+        Poll::Ready(None)
+    }
+
+    /// Decode what the buffer holds into the exchange. Ok(true) if anything came.
+    fn decode_buffered(&mut self) -> Result<bool, &'static str> {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(false);
+        };
+        let mut got = false;
+        loop {
+            match decoder.step(self.buf, BODY_PIECE).map_err(|e| e.0)? {
+                Step::Data(data) => {
+                    got = true;
+                    self.ex.push_body(data);
+                }
+                Step::NeedMore => return Ok(got),
+                Step::Done => {
+                    self.decoder = None;
+                    self.ex.end_body();
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Read into the buffer. Ready(false) when the client closed or the read failed.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.buf.reserve(READ_CHUNK);
+        let spare = self.buf.spare_capacity_mut();
+        let mut read_buf = ReadBuf::uninit(spare);
+        match Pin::new(&mut *self.io).poll_read(cx, &mut read_buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(false),
+            Poll::Ready(Ok(())) => {
+                let n = read_buf.filled().len();
+                // SAFETY: poll_read initialised the first n bytes of the spare capacity.
+                unsafe { self.buf.advance_mut(n) };
+                Poll::Ready(n > 0)
+            }
+        }
+    }
+
+    /// Feed the request body to a waiting receive(); once the body is complete, keep
+    /// watching the socket so a client that leaves is noticed (http.disconnect).
+    fn poll_request_body(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.broken {
+            return false;
+        }
+        if self.decoder.is_none() {
+            if self.response_ended || self.buf.len() >= PIPELINE_BUFFER {
+                return false;
+            }
+            return match self.poll_read(cx) {
+                Poll::Ready(true) => true,
+                Poll::Ready(false) => {
+                    self.broken = true;
+                    true
+                }
+                Poll::Pending => false,
+            };
+        }
+        if !self.ex.body_wanted() {
+            return false;
+        }
+        if self.expect_continue {
+            // The app asked for the body: now the client may send it.
+            self.expect_continue = false;
+            if self.framing.is_none() {
+                self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+        }
+        match self.decode_buffered() {
+            Err(reason) => {
+                crate::warn!("Invalid HTTP request body: {reason}");
+                self.broken = true;
+                return true;
+            }
+            Ok(true) => return true,
+            Ok(false) => {}
+        }
+        match self.poll_read(cx) {
+            Poll::Ready(true) => true,
+            Poll::Ready(false) => {
+                self.broken = true;
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Encode the response head and body chunks the app has sent so far.
+    fn poll_response(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        if self.framing.is_none() {
+            let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
+                return false;
+            };
+            if let Some(prefix) = &self.ex.access {
+                crate::log::access(&format!(
+                    "INFO:     {prefix} {}\n",
+                    head.status.as_u16()
+                ));
+            }
+            let facts = RequestFacts {
+                method: &self.method,
+                version: self.version,
+                keep_alive: self.keep_alive,
+            };
+            let (framing, keep_alive) = encode::write_head(
+                &mut self.out,
+                head.status,
+                &head.headers,
+                exact,
+                &facts,
+                &self.shared.head,
+            );
+            self.framing = Some(framing);
+            self.keep_alive = keep_alive;
+            progress = true;
+        }
+        let framing = self.framing.expect("head written");
+        while !self.response_ended && self.out.len() < WRITE_AHEAD {
+            match self.ex.poll_chunk(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(data))) => {
+                    progress = true;
+                    self.body_sent += data.len() as u64;
+                    match framing {
+                        BodyFraming::None => {}
+                        BodyFraming::Chunked => encode::put_chunk(&mut self.out, &data),
+                        BodyFraming::UntilClose => self.out.put_slice(&data),
+                        BodyFraming::Length(n) => {
+                            if self.body_sent > n {
+                                crate::error!("Response content longer than Content-Length");
+                                let fits = data.len() - (self.body_sent - n) as usize;
+                                self.out.put_slice(&data[..fits]);
+                                self.broken = true;
+                                self.response_ended = true;
+                            } else {
+                                self.out.put_slice(&data);
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    progress = true;
+                    self.response_ended = true;
+                    match framing {
+                        BodyFraming::Chunked => self.out.put_slice(encode::LAST_CHUNK),
+                        BodyFraming::Length(n) if self.body_sent < n => {
+                            crate::error!("Response content shorter than Content-Length");
+                            self.broken = true;
+                        }
+                        BodyFraming::UntilClose => self.keep_alive = false,
+                        _ => {}
+                    }
+                }
+                Poll::Ready(Some(Err(()))) => {
+                    // The app failed mid-response: end it visibly incomplete.
+                    progress = true;
+                    self.broken = true;
+                    self.response_ended = true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// Write what is encoded. Ready(Ok(true)) if anything was written.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, ()>> {
+        let mut wrote = false;
+        while !self.out.is_empty() {
+            match Pin::new(&mut *self.io).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                Poll::Ready(Ok(n)) => {
+                    self.out.advance(n);
+                    wrote = true;
+                }
+                Poll::Pending => return if wrote { Poll::Ready(Ok(true)) } else { Poll::Pending },
+            }
+        }
+        Poll::Ready(Ok(wrote))
+    }
+}
+
+impl<S> Drop for Transaction<'_, S> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.ex.disconnect();
+        }
+    }
+}
+
+/// `127.0.0.1:51234 - "GET /path HTTP/1.1"`; the status is appended when known.
+fn access_prefix(head: &parse::Head, conn: &ConnInfo) -> Box<str> {
+    let client = conn
+        .client
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
+    format!(
+        "{client} - \"{} {} {:?}\"",
+        head.method,
+        String::from_utf8_lossy(&head.target),
+        head.version
+    )
+    .into_boxed_str()
+}

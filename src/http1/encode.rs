@@ -1,0 +1,211 @@
+//! Writing responses: the head (with the framing we choose), chunked data, the date.
+
+use bytes::{BufMut, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, SERVER, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, StatusCode, Version};
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How the response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body may be sent (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 without a length: the body ends when the connection closes.
+    UntilClose,
+}
+
+pub struct HeadOptions {
+    pub server_header: bool,
+    pub date_header: bool,
+}
+
+/// What the request says about the response.
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    pub version: Version,
+    /// Both sides may keep the connection open after this response.
+    pub keep_alive: bool,
+}
+
+/// Write the head; returns the body framing and whether the connection stays open.
+pub fn write_head(
+    out: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    exact_len: Option<u64>,
+    req: &RequestFacts<'_>,
+    opts: &HeadOptions,
+) -> (BodyFraming, bool) {
+    let mut keep_alive = req.keep_alive;
+    let mut app_length = None;
+    let mut app_chunked = false;
+    let mut has_server = false;
+    let mut has_date = false;
+
+    out.put_slice(if req.version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if *name == CONTENT_LENGTH {
+            app_length = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+        } else if *name == TRANSFER_ENCODING {
+            app_chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked");
+            if !app_chunked {
+                continue; // Other codings are the app's business only via content-encoding.
+            }
+        } else if *name == CONNECTION {
+            if value.as_bytes().eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            }
+            continue; // Ours to decide; written below.
+        } else if *name == SERVER {
+            has_server = true;
+        } else if *name == DATE {
+            has_date = true;
+        }
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if opts.server_header && !has_server {
+        out.put_slice(b"server: ferrocorn\r\n");
+    }
+    if opts.date_header && !has_date {
+        out.put_slice(b"date: ");
+        with_date(|d| out.put_slice(d));
+        out.put_slice(b"\r\n");
+    }
+
+    let bodiless = *req.method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        BodyFraming::None
+    } else if let Some(n) = app_length {
+        BodyFraming::Length(n)
+    } else if app_chunked {
+        BodyFraming::Chunked
+    } else if let Some(n) = exact_len {
+        out.put_slice(b"content-length: ");
+        out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.put_slice(b"\r\n");
+        BodyFraming::Length(n)
+    } else if req.version == Version::HTTP_11 {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+        BodyFraming::Chunked
+    } else {
+        keep_alive = false;
+        BodyFraming::UntilClose
+    };
+    if !keep_alive {
+        out.put_slice(b"connection: close\r\n");
+    } else if req.version == Version::HTTP_10 {
+        out.put_slice(b"connection: keep-alive\r\n");
+    }
+    out.put_slice(b"\r\n");
+    (framing, keep_alive)
+}
+
+fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+pub fn put_chunk(out: &mut BytesMut, data: &[u8]) {
+    if data.is_empty() {
+        return; // An empty chunk would end the body.
+    }
+    let mut hex = [0u8; 16];
+    let mut n = data.len();
+    let mut i = hex.len();
+    while n > 0 {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+    }
+    out.put_slice(&hex[i..]);
+    out.put_slice(b"\r\n");
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+thread_local! {
+    static DATE_CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// The IMF-fixdate of the current second, formatted once per second per thread.
+fn with_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE_CACHE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            cached.1.copy_from_slice(&text.as_bytes()[..29]);
+            cached.0 = secs;
+        }
+        f(&cached.1);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: Method, version: Version, headers: &[(&str, &str)], exact: Option<u64>) -> (String, BodyFraming, bool) {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        let mut out = BytesMut::new();
+        let req = RequestFacts { method: &method, version, keep_alive: true };
+        let opts = HeadOptions { server_header: true, date_header: false };
+        let (framing, ka) = write_head(&mut out, StatusCode::OK, &map, exact, &req, &opts);
+        (String::from_utf8(out.to_vec()).unwrap(), framing, ka)
+    }
+
+    #[test]
+    fn exact_length_becomes_content_length() {
+        let (text, framing, ka) = head(Method::GET, Version::HTTP_11, &[], Some(13));
+        assert_eq!(text, "HTTP/1.1 200 OK\r\nserver: ferrocorn\r\ncontent-length: 13\r\n\r\n");
+        assert_eq!(framing, BodyFraming::Length(13));
+        assert!(ka);
+    }
+
+    #[test]
+    fn unknown_length_is_chunked_on_11_and_close_on_10() {
+        assert_eq!(head(Method::GET, Version::HTTP_11, &[], None).1, BodyFraming::Chunked);
+        let (text, framing, ka) = head(Method::GET, Version::HTTP_10, &[], None);
+        assert_eq!(framing, BodyFraming::UntilClose);
+        assert!(!ka);
+        assert!(text.contains("connection: close"));
+    }
+
+    #[test]
+    fn head_requests_keep_the_apps_length_and_send_no_body() {
+        let (text, framing, _) = head(Method::HEAD, Version::HTTP_11, &[("content-length", "5")], None);
+        assert!(text.contains("content-length: 5"));
+        assert_eq!(framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn chunk_encoding() {
+        let mut out = BytesMut::new();
+        put_chunk(&mut out, &[b'x'; 26]);
+        assert_eq!(&out[..4], b"1a\r\n");
+    }
+}

@@ -1,0 +1,7 @@
+//! HTTP/1.1, split as hyper does: `parse` (the request head and its framing rules),
+//! `decode` (request bodies), `encode` (responses), `conn` (one connection's life).
+
+pub mod conn;
+pub mod decode;
+pub mod encode;
+pub mod parse;
