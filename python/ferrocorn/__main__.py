@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -11,7 +12,14 @@ from ferrocorn import _ferrocorn
 def serve(args: list[str]) -> int:
     # Workers are started with this same interpreter and its flags (-X dev, -O, ...).
     flags = subprocess._args_from_interpreter_flags()
-    return _ferrocorn.run_master(["ferrocorn", *args], sys.executable, flags)
+    # The master owns SIGINT (quick stop). Python's own handler would otherwise leave a
+    # KeyboardInterrupt pending that CPython turns into death by SIGINT on the way out.
+    # SIG_DFL, never SIG_IGN: an ignored disposition would survive exec into workers.
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        return _ferrocorn.run_master(["ferrocorn", *args], sys.executable, flags)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main() -> None:

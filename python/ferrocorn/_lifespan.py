@@ -24,6 +24,10 @@ class Lifespan:
         self._shutdown: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
     async def startup(self) -> None:
         if not self.supported:
             return

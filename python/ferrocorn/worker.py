@@ -106,15 +106,17 @@ class Worker:
                 await asyncio.wait_for(asyncio.shield(self.drained), timeout)
             except asyncio.TimeoutError:
                 self.log("error", "Cancel running requests: graceful shutdown timeout exceeded")
-        await self._cancel_requests()
+        await self._cancel_requests(keep=lifespan.task)
         await lifespan.shutdown()
         loop.remove_reader(fd)
         self.log("info", f"Finished worker process [{pid}]")
         return 0
 
-    async def _cancel_requests(self) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t is not current]
+    async def _cancel_requests(self, keep: asyncio.Task | None) -> None:
+        # Requests still running after the drain (or on a quick stop) are cancelled, so
+        # their `finally` blocks run; the lifespan task must live on for shutdown.
+        spared = {asyncio.current_task(), keep}
+        tasks = [t for t in asyncio.all_tasks() if t not in spared]
         for task in tasks:
             task.cancel()
         if tasks:

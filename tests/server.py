@@ -1,0 +1,147 @@
+"""Start real ferrocorn processes for tests and talk to them over loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+APPS_DIR = Path(__file__).parent / "apps"
+READY = "ferrocorn ready"
+
+
+class Server:
+    """A ferrocorn master process with its output collected in the background."""
+
+    def __init__(self, app: str, *args: str, cwd: Path = APPS_DIR, env: dict | None = None):
+        cmd = [sys.executable, "-m", "ferrocorn", app, "--port", "0", *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._lock = threading.Lock()
+        for stream, sink in ((self.proc.stdout, self._out), (self.proc.stderr, self._err)):
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
+        self.url = ""
+        self.host = ""
+        self.port = 0
+
+    def _pump(self, stream, sink: list[str]) -> None:
+        for line in stream:
+            with self._lock:
+                sink.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr_text(self) -> str:
+        with self._lock:
+            return "".join(self._err)
+
+    def stdout_text(self) -> str:
+        with self._lock:
+            return "".join(self._out)
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, stdout: bool = False) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.stdout_text() if stdout else self.stderr_text()
+            match = re.search(pattern, text)
+            if match:
+                return match
+            if self.proc.poll() is not None and not re.search(pattern, text):
+                time.sleep(0.2)  # let the pump threads catch up once more
+                text = self.stdout_text() if stdout else self.stderr_text()
+                match = re.search(pattern, text)
+                if match:
+                    return match
+                raise AssertionError(f"server exited ({self.proc.returncode}):\n{text}")
+            time.sleep(0.02)
+        raise AssertionError(f"{pattern!r} not logged within {timeout}s:\n{self.stderr_text()}")
+
+    def start(self, timeout: float = 20.0) -> Server:
+        running = self.wait_for_log(r"running on (http://\S+|unix socket \S+)", timeout)
+        target = running.group(1)
+        if target.startswith("http://"):
+            self.url = target
+            hostport = target[len("http://") :]
+            self.host, _, port = hostport.rpartition(":")
+            self.host = self.host.strip("[]")
+            self.port = int(port)
+        self.wait_for_log(READY, timeout)
+        return self
+
+    def connect(self, timeout: float = 5.0) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout=timeout)
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        # Never leave a worker behind, whatever happened.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(5)
+        return self.proc.returncode
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_to_exit(app: str, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Run a server that is expected to exit by itself (boot failure, --help...)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ferrocorn", app, "--port", "0", *args],
+        cwd=APPS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
+
+
+def raw_exchange(sock: socket.socket, data: bytes, wait: float = 1.0) -> bytes:
+    """Send bytes, then read until the server closes or `wait` seconds pass quietly."""
+    sock.sendall(data)
+    sock.settimeout(wait)
+    chunks = []
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                chunks.append(b"<EOF>")
+                break
+            chunks.append(chunk)
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        chunks.append(b"<RST>")
+    return b"".join(chunks)

@@ -1,0 +1,55 @@
+"""App failures: 500 before the response starts, a closed connection after, a logged
+error naming a bad message, and the worker keeps serving."""
+
+import httpx
+import pytest
+
+from tests.server import Server, raw_exchange
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server("basic:app") as s:
+        yield s
+
+
+def test_exception_before_start_is_500_with_traceback(server):
+    r = httpx.get(f"{server.url}/raise_before")
+    assert r.status_code == 500
+    server.wait_for_log(r"Exception in ASGI application[\s\S]*ValueError: boom before start")
+
+
+def test_exception_after_start_closes_connection(server):
+    with server.connect() as sock:
+        raw = raw_exchange(sock, b"GET /raise_after HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 OK")
+    assert b"partial" in raw
+    assert not raw.replace(b"<EOF>", b"").endswith(b"0\r\n\r\n")  # never looks complete
+    assert raw.endswith(b"<EOF>")
+    server.wait_for_log("boom after start")
+
+
+def test_returning_without_response_is_500(server):
+    r = httpx.get(f"{server.url}/no_response")
+    assert r.status_code == 500
+    server.wait_for_log("ASGI callable returned without starting response")
+
+
+@pytest.mark.parametrize(
+    "path, logged",
+    [
+        ("bad_message", "Unexpected ASGI message 'http.response.bogus'"),
+        ("bad_status", "Invalid status in http.response.start"),
+        ("bad_header", "Invalid value for header"),
+    ],
+)
+def test_invalid_messages_are_logged_and_answered_500(server, path, logged):
+    r = httpx.get(f"{server.url}/{path}")
+    assert r.status_code == 500
+    server.wait_for_log(logged)
+    assert httpx.get(f"{server.url}/count").status_code == 200
+
+
+def test_worker_survives_everything_above(server):
+    assert "panicked" not in server.stderr_text()
+    assert server.proc.poll() is None
