@@ -140,7 +140,7 @@ def raw_exchange(sock: socket.socket, data: bytes, wait: float = 1.0) -> bytes:
                 chunks.append(b"<EOF>")
                 break
             chunks.append(chunk)
-    except socket.timeout:
+    except TimeoutError:
         pass
     except ConnectionResetError:
         chunks.append(b"<RST>")

@@ -44,7 +44,8 @@ def test_scope(server):
 def test_headers_keep_client_order(server):
     with server.connect() as sock:
         raw = raw_exchange(
-            sock, b"GET /scope HTTP/1.1\r\nHost: h\r\nB: 1\r\nA: 2\r\nB: 3\r\nConnection: close\r\n\r\n"
+            sock,
+            b"GET /scope HTTP/1.1\r\nHost: h\r\nB: 1\r\nA: 2\r\nB: 3\r\nConnection: close\r\n\r\n",
         )
     body = raw.split(b"\r\n\r\n", 1)[1].replace(b"<EOF>", b"")
     names = [name for name, _ in json.loads(body)["headers"]]
@@ -105,9 +106,7 @@ def test_keep_alive_and_pipelining(server):
     assert raw.count(b"HTTP/1.1 200 OK") == 3
     assert raw.index(b'"path": "/api/a"') < raw.index(b"hello")
     with httpx.Client() as client:
-        ports = {
-            client.get(f"{server.url}/scope").json()["client"][1] for _ in range(3)
-        }
+        ports = {client.get(f"{server.url}/scope").json()["client"][1] for _ in range(3)}
     assert len(ports) == 1  # one connection reused
 
 
@@ -124,7 +123,8 @@ def test_expect_continue_only_when_app_reads(server):
     with server.connect() as sock:
         raw = raw_exchange(
             sock,
-            b"POST /noread HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            b"POST /noread HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n",
             wait=0.5,
         )
     assert b"100 Continue" not in raw
@@ -133,7 +133,9 @@ def test_expect_continue_only_when_app_reads(server):
 
 def test_head_has_no_body(server):
     with server.connect() as sock:
-        raw = raw_exchange(sock, b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\nGET /count HTTP/1.1\r\nHost: h\r\n\r\n")
+        raw = raw_exchange(
+            sock, b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\nGET /count HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
     first, second = raw.split(b"HTTP/1.1 200 OK")[1:]
     assert first.endswith(b"\r\n\r\n")  # headers only, then the next response
     assert b"content-length:" in first

@@ -12,11 +12,15 @@ from tests.server import Server, run_to_exit
 
 
 def test_help_and_version():
-    out = subprocess.run([sys.executable, "-m", "ferrocorn", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ferrocorn", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0
     for flag in ("--workers", "--uds", "--fd", "--lifespan", "--limit-concurrency", "--root-path"):
         assert flag in out.stdout
-    out = subprocess.run([sys.executable, "-m", "ferrocorn", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ferrocorn", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "ferrocorn" in out.stdout
 
 

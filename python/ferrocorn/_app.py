@@ -24,7 +24,9 @@ def load_app(app_string: str, app_dir: str, factory: bool) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name != module_name and not module_name.startswith(f"{exc.name}."):
             raise  # A module the app imports is missing: show the real traceback.
-        raise AppLoadError(f'Error loading ASGI app. Could not import module "{module_name}".')
+        raise AppLoadError(
+            f'Error loading ASGI app. Could not import module "{module_name}".'
+        ) from None
     app = module
     try:
         for attr in attrs.split("."):

@@ -78,9 +78,7 @@ class Lifespan:
                 import traceback
 
                 self.log("error", "".join(traceback.format_exception(exc)).rstrip())
-                self._startup.set_exception(
-                    LifespanFailed(f"Application startup failed: {exc!r}")
-                )
+                self._startup.set_exception(LifespanFailed(f"Application startup failed: {exc!r}"))
                 return
             if isinstance(exc, asyncio.CancelledError):
                 return

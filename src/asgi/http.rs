@@ -10,9 +10,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
-use pyo3::intern;
 use std::sync::{Arc, Mutex};
 
 pyo3::create_exception!(
@@ -234,12 +234,16 @@ impl Send {
         let cancelled = exc.is_instance(&py.import("asyncio")?.getattr("CancelledError")?)?;
         let disconnected = self.ex.state().disconnected;
         if cancelled || disconnected {
-            crate::debug!("ASGI callable ended early: the request was cancelled or the client left");
+            crate::debug!(
+                "ASGI callable ended early: the request was cancelled or the client left"
+            );
         } else {
             let tb = py
                 .import("traceback")?
                 .call_method1("format_exception", (exc,))?;
-            let text: String = PyString::new(py, "").call_method1("join", (tb,))?.extract()?;
+            let text: String = PyString::new(py, "")
+                .call_method1("join", (tb,))?
+                .extract()?;
             crate::error!("Exception in ASGI application\n{}", text.trim_end());
         }
         let started = self.ex.state().started;
@@ -284,10 +288,7 @@ impl Send {
     }
 
     fn body(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        let body = match message.get_item(intern!(py, "body")) {
-            Ok(b) => Some(b),
-            Err(_) => None,
-        };
+        let body = message.get_item(intern!(py, "body")).ok();
         let more = match message.get_item(intern!(py, "more_body")) {
             Ok(m) => m.is_truthy()?,
             Err(_) => false,
@@ -314,9 +315,10 @@ impl Send {
             return Ok(self.ctx.ready_none.clone_ref(py).into_any());
         }
         if let Some(body) = body {
-            let data: &[u8] = body.downcast::<PyBytes>().map_err(|_| {
-                protocol_error("http.response.body 'body' must be bytes".into())
-            })?.as_bytes();
+            let data: &[u8] = body
+                .downcast::<PyBytes>()
+                .map_err(|_| protocol_error("http.response.body 'body' must be bytes".into()))?
+                .as_bytes();
             if !data.is_empty() {
                 st.queued_bytes += data.len();
                 st.chunks.push_back(Bytes::copy_from_slice(data));

@@ -94,7 +94,8 @@ impl ScopeBuilder {
         }
         let bytes = PyBytes::new(py, name.as_str().as_bytes());
         if self.header_names.len() < HEADER_NAME_CACHE {
-            self.header_names.insert(name.clone(), bytes.clone().unbind());
+            self.header_names
+                .insert(name.clone(), bytes.clone().unbind());
         }
         bytes
     }

@@ -67,7 +67,10 @@ pub async fn serve<S>(
             }
         };
         let (guard, inflight) = InflightGuard::enter(&shared.inflight);
-        if shared.limit_concurrency.is_some_and(|limit| inflight > limit) {
+        if shared
+            .limit_concurrency
+            .is_some_and(|limit| inflight > limit)
+        {
             crate::warn!("Exceeded concurrency limit.");
             drop(guard);
             reject_and_close(io, StatusCode::SERVICE_UNAVAILABLE, &shared).await;
@@ -295,7 +298,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 }
                 self.ex.finish_response();
                 let reusable = self.keep_alive && self.decoder.is_none();
-                return Poll::Ready(if reusable { Done::KeepAlive } else { Done::Close });
+                return Poll::Ready(if reusable {
+                    Done::KeepAlive
+                } else {
+                    Done::Close
+                });
             }
             if self.broken && !self.response_ended {
                 // The client is gone or sent a bad body: nobody to answer.
@@ -433,10 +440,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 return false;
             };
             if let Some(prefix) = &self.ex.access {
-                crate::log::access(&format!(
-                    "INFO:     {prefix} {}\n",
-                    head.status.as_u16()
-                ));
+                crate::log::access(&format!("INFO:     {prefix} {}\n", head.status.as_u16()));
             }
             let facts = RequestFacts {
                 method: &self.method,
@@ -513,7 +517,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                     self.out.advance(n);
                     wrote = true;
                 }
-                Poll::Pending => return if wrote { Poll::Ready(Ok(true)) } else { Poll::Pending },
+                Poll::Pending => {
+                    return if wrote {
+                        Poll::Ready(Ok(true))
+                    } else {
+                        Poll::Pending
+                    }
+                }
             }
         }
         Poll::Ready(Ok(wrote))

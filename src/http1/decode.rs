@@ -159,7 +159,10 @@ fn parse_size_line(line: &[u8]) -> Result<u64, BodyError> {
     if !rest_trimmed.is_empty() && rest_trimmed[0] != b';' {
         return Err(BodyError("invalid chunk size"));
     }
-    if rest_trimmed.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+    if rest_trimmed
+        .iter()
+        .any(|&b| b < 0x20 && b != b'\t' || b == 0x7f)
+    {
         return Err(BodyError("control character in chunk extension"));
     }
     let hex = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
@@ -229,7 +232,11 @@ mod tests {
             b"0\r\nbad trailer\r\n\r\n",
             b" 3\r\nabc\r\n",
         ] {
-            assert!(decode_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_all(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -237,8 +244,14 @@ mod tests {
     fn length_body() {
         let mut buf = BytesMut::from(&b"helloGET"[..]);
         let mut d = Decoder::Length(5);
-        assert_eq!(d.step(&mut buf, 3).unwrap(), Step::Data(Bytes::from_static(b"hel")));
-        assert_eq!(d.step(&mut buf, 9).unwrap(), Step::Data(Bytes::from_static(b"lo")));
+        assert_eq!(
+            d.step(&mut buf, 3).unwrap(),
+            Step::Data(Bytes::from_static(b"hel"))
+        );
+        assert_eq!(
+            d.step(&mut buf, 9).unwrap(),
+            Step::Data(Bytes::from_static(b"lo"))
+        );
         assert_eq!(d.step(&mut buf, 9).unwrap(), Step::Done);
         assert_eq!(&buf[..], b"GET");
     }

@@ -166,14 +166,29 @@ fn with_date(f: impl FnOnce(&[u8])) {
 mod tests {
     use super::*;
 
-    fn head(method: Method, version: Version, headers: &[(&str, &str)], exact: Option<u64>) -> (String, BodyFraming, bool) {
+    fn head(
+        method: Method,
+        version: Version,
+        headers: &[(&str, &str)],
+        exact: Option<u64>,
+    ) -> (String, BodyFraming, bool) {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         let mut out = BytesMut::new();
-        let req = RequestFacts { method: &method, version, keep_alive: true };
-        let opts = HeadOptions { server_header: true, date_header: false };
+        let req = RequestFacts {
+            method: &method,
+            version,
+            keep_alive: true,
+        };
+        let opts = HeadOptions {
+            server_header: true,
+            date_header: false,
+        };
         let (framing, ka) = write_head(&mut out, StatusCode::OK, &map, exact, &req, &opts);
         (String::from_utf8(out.to_vec()).unwrap(), framing, ka)
     }
@@ -181,14 +196,20 @@ mod tests {
     #[test]
     fn exact_length_becomes_content_length() {
         let (text, framing, ka) = head(Method::GET, Version::HTTP_11, &[], Some(13));
-        assert_eq!(text, "HTTP/1.1 200 OK\r\nserver: ferrocorn\r\ncontent-length: 13\r\n\r\n");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nserver: ferrocorn\r\ncontent-length: 13\r\n\r\n"
+        );
         assert_eq!(framing, BodyFraming::Length(13));
         assert!(ka);
     }
 
     #[test]
     fn unknown_length_is_chunked_on_11_and_close_on_10() {
-        assert_eq!(head(Method::GET, Version::HTTP_11, &[], None).1, BodyFraming::Chunked);
+        assert_eq!(
+            head(Method::GET, Version::HTTP_11, &[], None).1,
+            BodyFraming::Chunked
+        );
         let (text, framing, ka) = head(Method::GET, Version::HTTP_10, &[], None);
         assert_eq!(framing, BodyFraming::UntilClose);
         assert!(!ka);
@@ -197,7 +218,12 @@ mod tests {
 
     #[test]
     fn head_requests_keep_the_apps_length_and_send_no_body() {
-        let (text, framing, _) = head(Method::HEAD, Version::HTTP_11, &[("content-length", "5")], None);
+        let (text, framing, _) = head(
+            Method::HEAD,
+            Version::HTTP_11,
+            &[("content-length", "5")],
+            None,
+        );
         assert!(text.contains("content-length: 5"));
         assert_eq!(framing, BodyFraming::None);
     }

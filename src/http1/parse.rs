@@ -152,7 +152,9 @@ fn bad_version(buf: &[u8]) -> Outcome {
     let looks_like_http = parts.len() == 3
         && version.len() >= 6
         && version.starts_with(b"HTTP/")
-        && version[5..].iter().all(|b| b.is_ascii_digit() || *b == b'.');
+        && version[5..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || *b == b'.');
     if looks_like_http {
         reject(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
@@ -193,8 +195,7 @@ fn check_semantics(
             for token in value.split(|&b| b == b',').map(trim) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10
-                {
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
                     keep_alive = true;
                 }
             }
@@ -348,7 +349,10 @@ mod tests {
             ("Content-Length: 0x1\r\n", 400),
             ("Content-Length: 99999999999999999999\r\n", 400),
             ("Content-Length: 1\r\nTransfer-Encoding: chunked\r\n", 400),
-            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                400,
+            ),
             ("Transfer-Encoding: chunked, chunked\r\n", 400),
             ("Transfer-Encoding: gzip\r\n", 400),
             ("Transfer-Encoding: gzip, chunked\r\n", 501),
@@ -372,7 +376,10 @@ mod tests {
         assert_eq!(status_of("GET / FOO/1.1\r\nHost: h\r\n\r\n"), Some(400));
         assert_eq!(status_of("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"), Some(400));
         assert_eq!(status_of("GET / HTTP/1.1\r\nHost : h\r\n\r\n"), Some(400));
-        assert_eq!(status_of("GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n"), Some(400));
+        assert_eq!(
+            status_of("GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n"),
+            Some(400)
+        );
         assert_eq!(status_of("GET / HTTP/1.1\r\nHost: h\0\r\n\r\n"), Some(400));
         assert_eq!(status_of("G(T / HTTP/1.1\r\nHost: h\r\n\r\n"), Some(400));
     }

@@ -177,7 +177,11 @@ impl Arbiter {
             .await;
             return;
         }
-        error!("Worker [{}] {}; starting a new one", worker.pid, describe(status));
+        error!(
+            "Worker [{}] {}; starting a new one",
+            worker.pid,
+            describe(status)
+        );
         self.spawn().await;
     }
 
@@ -194,11 +198,18 @@ impl Arbiter {
     /// Start one worker and hand it its boot message. Returns false if the interpreter
     /// itself can't be started (then the master stops).
     async fn spawn(&mut self) -> bool {
-        let fds: Vec<i32> = self.listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
+        let fds: Vec<i32> = self
+            .listeners
+            .iter()
+            .map(|l| l.socket.as_raw_fd())
+            .collect();
         let spawned = match spawn_worker(&self.python, &fds) {
             Ok(s) => s,
             Err(e) => {
-                error!("Could not start a worker with {}: {e}", self.python.executable);
+                error!(
+                    "Could not start a worker with {}: {e}",
+                    self.python.executable
+                );
                 self.exit_code = EXIT_FAILURE;
                 self.stop(false).await;
                 return false;

@@ -106,9 +106,9 @@ fn bind_unix(path: &str, backlog: i32) -> io::Result<Listener> {
 fn inherited(fd: i32) -> io::Result<Listener> {
     // SAFETY: the user told us this fd is ours to serve on; we check it is a socket.
     let socket = unsafe { Socket::from_raw_fd(fd) };
-    let addr = socket.local_addr().map_err(|e| {
-        io::Error::new(e.kind(), format!("--fd {fd} is not a usable socket: {e}"))
-    })?;
+    let addr = socket
+        .local_addr()
+        .map_err(|e| io::Error::new(e.kind(), format!("--fd {fd} is not a usable socket: {e}")))?;
     // The master must keep it away from anything it execs except workers.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };

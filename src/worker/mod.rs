@@ -44,14 +44,17 @@ impl WorkerCore {
     /// Takes over the control channel and reads the boot message (blocks until it comes).
     #[new]
     fn new(control_fd: i32) -> PyResult<Self> {
-        let (control, reader, boot, pending) = control::connect(control_fd).map_err(runtime_error)?;
+        let (control, reader, boot, pending) =
+            control::connect(control_fd).map_err(runtime_error)?;
         let ToWorker::Boot {
             config,
             listeners,
             worker_id,
         } = boot
         else {
-            return Err(runtime_error("the master's first message was not a boot message"));
+            return Err(runtime_error(
+                "the master's first message was not a boot message",
+            ));
         };
         crate::log::set_level(config.log_level);
         let bridge = Arc::new(Bridge::new().map_err(runtime_error)?);

@@ -39,7 +39,9 @@ async def scope_echo(scope, receive, send):
 
     data = {k: plain(v) for k, v in scope.items() if k != "state"}
     data["state_keys"] = sorted(scope.get("state", {}))
-    await respond(send, body=json.dumps(data).encode(), headers=[(b"content-type", b"application/json")])
+    await respond(
+        send, body=json.dumps(data).encode(), headers=[(b"content-type", b"application/json")]
+    )
 
 
 async def echo(scope, receive, send):

@@ -32,6 +32,4 @@ async def echo(request):
     return PlainTextResponse((await request.body()).decode()[::-1])
 
 
-starlette_app = Starlette(
-    routes=[Route("/", homepage), Route("/echo", echo, methods=["POST"])]
-)
+starlette_app = Starlette(routes=[Route("/", homepage), Route("/echo", echo, methods=["POST"])])
