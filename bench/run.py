@@ -46,17 +46,61 @@ LUA = {
 
 def server_command(server: str, app: str, port: int) -> list[str]:
     if server == "ferrocorn":
-        return [FERROCORN_PYTHON, "-m", "ferrocorn", app, "--port", str(port),
-                "--workers", "1", "--no-access-log", "--log-level", "warning"]
+        return [
+            FERROCORN_PYTHON,
+            "-m",
+            "ferrocorn",
+            app,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
     if server == "granian":
-        return [str(PEERS_BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "1", "--log-level", "warning", app]
+        return [
+            str(PEERS_BIN / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            app,
+        ]
     if server == "uvicorn":
-        return [str(PEERS_BIN / "uvicorn"), app, "--port", str(port), "--no-access-log",
-                "--log-level", "warning", "--loop", "uvloop", "--http", "httptools"]
+        return [
+            str(PEERS_BIN / "uvicorn"),
+            app,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+        ]
     if server == "gunicorn":
-        return [str(PEERS_BIN / "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", "1",
-                "-b", f"127.0.0.1:{port}", "--log-level", "warning", app]
+        return [
+            str(PEERS_BIN / "gunicorn"),
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app,
+        ]
     raise ValueError(server)
 
 
@@ -145,8 +189,12 @@ def measure(server: str, workload: str, args) -> dict:
     app, path, script = WORKLOADS[workload]
     port = free_port()
     proc = subprocess.Popen(
-        server_command(server, app, port), cwd=ROOT, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        server_command(server, app, port),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_ready(port, path, proc)
@@ -193,7 +241,8 @@ def machine() -> str:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    return f"{os.cpu_count()} cores, {model}, Linux {platform.release()}, Python {platform.python_version()}"
+    python = platform.python_version()
+    return f"{os.cpu_count()} cores, {model}, Linux {platform.release()}, Python {python}"
 
 
 def main() -> int:
@@ -217,8 +266,11 @@ def main() -> int:
             for server in servers:
                 r = measure(server, workload, args)
                 results.setdefault((workload, server), []).append(r)
-                print(f"round {rnd + 1} {workload:8} {server:10} {r['rps']:>10.0f} req/s "
-                      f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req", flush=True)
+                print(
+                    f"round {rnd + 1} {workload:8} {server:10} {r['rps']:>10.0f} req/s "
+                    f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req",
+                    flush=True,
+                )
 
     def med(workload: str, server: str, key: str) -> float:
         return statistics.median(r[key] for r in results[(workload, server)])
@@ -245,9 +297,11 @@ def main() -> int:
                 ratio = f"{rps / med(workload, 'granian', 'rps'):.2f}x"
                 cpu_ratio = f"{cpu / med(workload, 'granian', 'cpu_us_per_req'):.2f}x"
             note = f" ({errors} errors)" if errors else ""
+            p99 = med(workload, server, "p99_ms")
+            rss = med(workload, server, "rss_mb")
             lines.append(
-                f"| {workload} | {server}{note} | {rps:.0f} | {med(workload, server, 'p99_ms'):.2f} "
-                f"| {cpu:.1f} | {med(workload, server, 'rss_mb'):.1f} | {ratio} | {cpu_ratio} |"
+                f"| {workload} | {server}{note} | {rps:.0f} | {p99:.2f} "
+                f"| {cpu:.1f} | {rss:.1f} | {ratio} | {cpu_ratio} |"
             )
     table = "\n".join(lines)
     print("\n" + table)
