@@ -143,6 +143,29 @@ pub struct Config {
     /// Maximum size of one request header field, name and value, in bytes (431 beyond it).
     #[arg(long, default_value_t = 8190)]
     pub limit_request_field_size: usize,
+
+    /// Restart a worker (the rolling way) after it has served this many requests.
+    #[arg(long, alias = "limit-max-requests")]
+    pub max_requests: Option<u64>,
+
+    /// Add a random 0..=J to each worker's --max-requests, so workers don't all restart
+    /// at once.
+    #[arg(long, alias = "limit-max-requests-jitter", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// Kill and replace a worker whose event loop has been blocked this many seconds
+    /// (its Python stacks are logged first). 0 disables.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+
+    /// Seconds the master waits for stopping workers before killing them (default:
+    /// --timeout-graceful-shutdown plus 5 s when that is set, else no limit).
+    #[arg(long)]
+    pub graceful_timeout: Option<f64>,
+
+    /// Write the master's pid to this file.
+    #[arg(long)]
+    pub pid: Option<String>,
 }
 
 impl Config {

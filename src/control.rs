@@ -20,11 +20,15 @@ pub enum ToWorker {
         config: Box<Config>,
         listeners: Vec<ListenerSpec>,
         worker_id: usize,
+        /// This worker's --max-requests with its jitter applied.
+        max_requests: Option<u64>,
     },
     /// Stop accepting, finish in-flight requests, run lifespan shutdown, exit.
     Stop,
     /// Exit as soon as possible.
     Quit,
+    /// Write the Python stacks of every thread to stderr (the event loop is stuck).
+    DumpStacks,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -36,6 +40,8 @@ pub enum ToMaster {
     BootFailed { reason: String },
     /// Sent from the worker's event-loop thread, so a blocked loop stops sending it.
     Heartbeat,
+    /// The worker served its --max-requests: replace it the rolling way.
+    Recycle,
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {

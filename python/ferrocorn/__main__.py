@@ -9,12 +9,23 @@ import sys
 from ferrocorn import _ferrocorn
 
 
+def set_title(title: str) -> None:
+    """Name the process in ps/top when the optional setproctitle package is installed."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(title)
+
+
 def serve(args: list[str]) -> int:
     # Workers are started with this same interpreter and its flags (-X dev, -O, ...).
     flags = subprocess._args_from_interpreter_flags()
     # The master owns SIGINT (quick stop). Python's own handler would otherwise leave a
     # KeyboardInterrupt pending that CPython turns into death by SIGINT on the way out.
     # SIG_DFL, never SIG_IGN: an ignored disposition would survive exec into workers.
+    app = next((a for a in args if not a.startswith("-")), "")
+    set_title(f"ferrocorn: master [{app}]")
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         return _ferrocorn.run_master(["ferrocorn", *args], sys.executable, flags)

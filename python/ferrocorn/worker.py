@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from ferrocorn import _ferrocorn
+from ferrocorn.__main__ import set_title
 from ferrocorn._app import AppLoadError, load_app
 from ferrocorn._lifespan import Lifespan, LifespanFailed
 
@@ -129,6 +130,7 @@ def main() -> int:
         return 2
     core = _ferrocorn.WorkerCore(int(sys.argv[2]))
     config = json.loads(core.config_json)
+    set_title(f"ferrocorn: worker [{config['app']}]")
     os.register_at_fork(after_in_child=_forget_wakeup_fd_in_child)
     try:
         app = load_app(config["app"], config["app_dir"], config["factory"])

@@ -39,6 +39,8 @@ pub struct ConnShared {
     pub access_log: bool,
     pub keep_alive: Duration,
     pub header_timeout: Duration,
+    /// Counts requests for --max-requests.
+    pub recycle: Option<crate::worker::control::Recycle>,
 }
 
 enum Next {
@@ -80,6 +82,9 @@ pub async fn serve<S>(
         let mut tx = Transaction::new(head, &mut io, &mut buf, &shared, &conn, guard, closing);
         let outcome = poll_fn(|cx| tx.poll(cx)).await;
         drop(tx);
+        if let Some(recycle) = &shared.recycle {
+            recycle.request_done();
+        }
         match outcome {
             Done::KeepAlive if !*shutdown.borrow() => continue,
             Done::KeepAlive | Done::Close => {

@@ -1,23 +1,29 @@
 //! The arbiter: the master's whole process model in one place.
 //!
-//! It keeps `config.workers` workers alive, waits only on the pids it spawned (never
+//! It keeps `target` workers alive, waits only on the pids it spawned (never
 //! `waitpid(-1)`), talks to workers over their control channels, and turns process
 //! signals into orders on those channels:
 //!
-//! | signal      | effect                                                        |
-//! |-------------|---------------------------------------------------------------|
-//! | TERM        | graceful stop: workers drain, run lifespan shutdown, exit     |
-//! | INT, QUIT   | quick stop                                                    |
+//! | signal    | effect                                                                |
+//! |-----------|-----------------------------------------------------------------------|
+//! | TERM      | graceful stop: workers drain, run lifespan shutdown, exit; then master |
+//! | INT, QUIT | quick stop                                                            |
+//! | HUP       | rolling restart: for each worker, start a new one, wait until it is    |
+//! |           | ready, then drain the old one; no request fails                        |
+//! | TTIN/TTOU | one worker more / less                                                 |
 //!
-//! A worker that fails to boot stops the whole server with its reason and exit code 1,
-//! instead of being respawned forever.
+//! A worker that reaches --max-requests is replaced the same rolling way. A worker
+//! whose event loop stops sending heartbeats for --timeout seconds has its Python
+//! stacks logged, is killed and replaced. A worker that fails to boot stops the whole
+//! server with its reason and exit code 1 instead of being respawned forever (during a
+//! rolling restart it only aborts the restart: the old workers keep serving).
 
 use super::listeners::{self, Listener};
 use super::spawn::{spawn_worker, PythonLaunch};
 use crate::config::Config;
 use crate::control::{encode, ToMaster, ToWorker};
 use crate::{error, info, warn};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -35,6 +41,11 @@ const QUICK_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Added to --timeout-graceful-shutdown before the master kills a draining worker,
 /// for the worker's own cancellation and lifespan shutdown.
 const DRAIN_KILL_MARGIN: Duration = Duration::from_secs(5);
+/// Time a hung worker gets to write its stacks before it is killed.
+const DUMP_GRACE: Duration = Duration::from_secs(1);
+const STOP_TOO_SLOW: &str = "it did not stop in time";
+/// How often the arbiter looks at heartbeats and deadlines.
+const TICK: Duration = Duration::from_millis(500);
 
 /// Something that happened to one worker, reported to the arbiter's loop.
 enum WorkerEvent {
@@ -46,6 +57,12 @@ struct Worker {
     pid: u32,
     control: OwnedWriteHalf,
     ready: bool,
+    /// Told to stop (replaced, scaled down, or the server is stopping); its exit is
+    /// expected and it no longer counts towards `target`.
+    retiring: bool,
+    last_heartbeat: Instant,
+    /// Killed with SIGKILL at this time if still alive, and why.
+    kill_at: Option<(Instant, &'static str)>,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -60,11 +77,16 @@ struct Arbiter {
     python: PythonLaunch,
     listeners: Vec<Listener>,
     workers: HashMap<u64, Worker>,
+    /// Workers wanted (changes with TTIN/TTOU).
+    target: usize,
     next_key: u64,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
     phase: Phase,
     exit_code: i32,
-    kill_deadline: Option<Instant>,
+    /// Old workers waiting to be replaced, one at a time (HUP, --max-requests).
+    to_replace: VecDeque<u64>,
+    /// The replacement being booted, and the worker it replaces.
+    replacing: Option<(u64, u64)>,
 }
 
 /// Entry point of the master: bind, spawn, supervise; returns the process exit code.
@@ -77,13 +99,21 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    if let Some(path) = &config.pid {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            error!("Could not write the pid file {path}: {e}");
+            return EXIT_FAILURE;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(async move {
+    let pid_file = config.pid.clone();
+    let code = runtime.block_on(async move {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut arbiter = Arbiter {
+            target: config.workers.max(1),
             config,
             python,
             listeners,
@@ -92,10 +122,15 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
             events_tx,
             phase: Phase::Booting,
             exit_code: 0,
-            kill_deadline: None,
+            to_replace: VecDeque::new(),
+            replacing: None,
         };
         arbiter.main_loop(events_rx).await
-    })
+    });
+    if let Some(path) = pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    code
 }
 
 impl Arbiter {
@@ -103,13 +138,18 @@ impl Arbiter {
         let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let mut sigquit = signal(SignalKind::quit()).expect("SIGQUIT handler");
+        let mut sighup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let mut sigttin = signal(SignalKind::from_raw(libc::SIGTTIN)).expect("SIGTTIN handler");
+        let mut sigttou = signal(SignalKind::from_raw(libc::SIGTTOU)).expect("SIGTTOU handler");
+        let mut tick = tokio::time::interval(TICK);
 
         info!("Started master process [{}]", std::process::id());
         for l in &self.listeners {
             info!("ferrocorn running on {} (Press CTRL+C to quit)", l.display);
         }
-        for _ in 0..self.config.workers.max(1) {
-            if !self.spawn().await {
+        info!("Starting {} worker(s)", self.target);
+        for _ in 0..self.target {
+            if self.spawn().await.is_none() {
                 return EXIT_FAILURE;
             }
         }
@@ -119,41 +159,67 @@ impl Arbiter {
                 info!("Stopping master process [{}]", std::process::id());
                 return self.exit_code;
             }
-            let deadline = self.kill_deadline;
             tokio::select! {
                 biased;
                 _ = sigterm.recv() => self.stop(true).await,
                 _ = sigint.recv() => self.stop(false).await,
                 _ = sigquit.recv() => self.stop(false).await,
+                _ = sighup.recv() => self.rolling_restart().await,
+                _ = sigttin.recv() => self.scale(1).await,
+                _ = sigttou.recv() => self.scale(-1).await,
                 Some(event) = events.recv() => self.on_event(event).await,
-                _ = sleep_until(deadline) => self.kill_all("did not stop in time"),
+                _ = tick.tick() => self.check_deadlines().await,
             }
         }
     }
 
     async fn on_event(&mut self, event: WorkerEvent) {
         match event {
-            WorkerEvent::Message(key, ToMaster::Ready) => {
+            WorkerEvent::Message(key, ToMaster::Ready) => self.on_ready(key).await,
+            WorkerEvent::Message(key, ToMaster::BootFailed { reason }) => {
+                self.boot_failed(key, &reason).await;
+            }
+            WorkerEvent::Message(key, ToMaster::Heartbeat) => {
                 if let Some(w) = self.workers.get_mut(&key) {
-                    w.ready = true;
-                    info!("Worker ready [{}]", w.pid);
-                }
-                if self.phase == Phase::Booting && self.workers.values().all(|w| w.ready) {
-                    self.phase = Phase::Running;
-                    let pids: Vec<String> =
-                        self.workers.values().map(|w| w.pid.to_string()).collect();
-                    info!(
-                        "ferrocorn ready: {} worker(s) [{}]",
-                        pids.len(),
-                        pids.join(", ")
-                    );
+                    w.last_heartbeat = Instant::now();
                 }
             }
-            WorkerEvent::Message(_, ToMaster::BootFailed { reason }) => {
-                self.boot_failed(&reason).await;
+            WorkerEvent::Message(key, ToMaster::Recycle) => {
+                if let Some(w) = self.workers.get(&key) {
+                    if !w.retiring && !self.to_replace.contains(&key) {
+                        info!("Worker [{}] reached --max-requests; replacing it", w.pid);
+                        self.to_replace.push_back(key);
+                        self.replace_next().await;
+                    }
+                }
             }
-            WorkerEvent::Message(_, ToMaster::Heartbeat) => {}
             WorkerEvent::Exited(key, status) => self.on_exit(key, status).await,
+        }
+    }
+
+    async fn on_ready(&mut self, key: u64) {
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
+        w.ready = true;
+        w.last_heartbeat = Instant::now();
+        info!("Worker ready [{}]", w.pid);
+        if self.phase == Phase::Booting && self.workers.values().all(|w| w.ready) {
+            self.phase = Phase::Running;
+            let pids: Vec<String> = self.workers.values().map(|w| w.pid.to_string()).collect();
+            info!(
+                "ferrocorn ready: {} worker(s) [{}]",
+                pids.len(),
+                pids.join(", ")
+            );
+        }
+        if let Some((new, old)) = self.replacing {
+            if new == key {
+                // The replacement serves now: drain the worker it replaces.
+                self.replacing = None;
+                self.retire(old).await;
+                self.replace_next().await;
+            }
         }
     }
 
@@ -161,7 +227,8 @@ impl Arbiter {
         let Some(worker) = self.workers.remove(&key) else {
             return;
         };
-        if self.phase == Phase::Stopping {
+        self.to_replace.retain(|k| *k != key);
+        if worker.retiring || self.phase == Phase::Stopping {
             if !status.success() {
                 warn!("Worker [{}] {}", worker.pid, describe(status));
             }
@@ -169,12 +236,12 @@ impl Arbiter {
         }
         if !worker.ready {
             // It died before it could report why (e.g. the interpreter itself failed).
-            self.boot_failed(&format!(
+            let reason = format!(
                 "Worker [{}] {} before it was ready",
                 worker.pid,
                 describe(status)
-            ))
-            .await;
+            );
+            self.boot_failed(key, &reason).await;
             return;
         }
         error!(
@@ -182,12 +249,34 @@ impl Arbiter {
             worker.pid,
             describe(status)
         );
+        if let Some((new, old)) = self.replacing {
+            if old == key {
+                // The worker being replaced died: its replacement simply takes over.
+                self.replacing = Some((new, u64::MAX));
+                return;
+            }
+        }
         self.spawn().await;
     }
 
-    async fn boot_failed(&mut self, reason: &str) {
+    async fn boot_failed(&mut self, key: u64, reason: &str) {
         if self.phase == Phase::Stopping {
             return; // Already reported: one clear message, not one per worker.
+        }
+        if self.phase == Phase::Running {
+            if let Some((new, _)) = self.replacing {
+                if new == key {
+                    // A new version that doesn't boot must not take the old one down.
+                    error!("{reason}");
+                    error!("The new worker failed to boot; the running workers keep serving");
+                    self.replacing = None;
+                    self.to_replace.clear();
+                    if let Some(w) = self.workers.get_mut(&key) {
+                        w.retiring = true;
+                    }
+                    return;
+                }
+            }
         }
         error!("{reason}");
         error!("Application failed to boot; stopping");
@@ -195,24 +284,129 @@ impl Arbiter {
         self.stop(false).await;
     }
 
-    /// Start one worker and hand it its boot message. Returns false if the interpreter
-    /// itself can't be started (then the master stops).
-    async fn spawn(&mut self) -> bool {
-        let fds: Vec<i32> = self
-            .listeners
+    /// HUP: replace every current worker, one at a time.
+    async fn rolling_restart(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        info!("Rolling restart of {} worker(s)", self.active_count());
+        for (key, w) in &self.workers {
+            if !w.retiring && !self.to_replace.contains(key) {
+                self.to_replace.push_back(*key);
+            }
+        }
+        self.replace_next().await;
+    }
+
+    /// Start the replacement of the next queued worker, unless one is in progress.
+    async fn replace_next(&mut self) {
+        if self.replacing.is_some() || self.phase != Phase::Running {
+            return;
+        }
+        while let Some(old) = self.to_replace.pop_front() {
+            if !self.workers.get(&old).is_some_and(|w| !w.retiring) {
+                continue;
+            }
+            if let Some(new) = self.spawn().await {
+                self.replacing = Some((new, old));
+            }
+            return;
+        }
+    }
+
+    /// TTIN / TTOU.
+    async fn scale(&mut self, delta: isize) {
+        if self.phase == Phase::Stopping {
+            return;
+        }
+        if delta > 0 {
+            self.target += 1;
+            info!("Adding a worker ({} wanted)", self.target);
+            self.spawn().await;
+            return;
+        }
+        if self.target <= 1 {
+            info!("Keeping the last worker");
+            return;
+        }
+        self.target -= 1;
+        info!("Removing a worker ({} wanted)", self.target);
+        let newest = self
+            .workers
             .iter()
-            .map(|l| l.socket.as_raw_fd())
-            .collect();
+            .filter(|(_, w)| !w.retiring)
+            .map(|(k, _)| *k)
+            .max();
+        if let Some(key) = newest {
+            self.retire(key).await;
+        }
+    }
+
+    fn active_count(&self) -> usize {
+        self.workers.values().filter(|w| !w.retiring).count()
+    }
+
+    /// Drain one worker; it is killed if it hasn't exited by the graceful deadline.
+    async fn retire(&mut self, key: u64) {
+        let deadline = self.drain_deadline();
+        if let Some(w) = self.workers.get_mut(&key) {
+            w.retiring = true;
+            w.kill_at = deadline.map(|d| (d, STOP_TOO_SLOW));
+            let _ = w.control.write_all(&encode(&ToWorker::Stop)).await;
+        }
+    }
+
+    fn drain_deadline(&self) -> Option<Instant> {
+        let wait = match self.config.graceful_timeout {
+            Some(t) => Some(Duration::from_secs_f64(t)),
+            None => self
+                .config
+                .timeout_graceful_shutdown
+                .map(|t| Duration::from_secs_f64(t) + DRAIN_KILL_MARGIN),
+        };
+        wait.map(|w| Instant::now() + w)
+    }
+
+    /// Kill workers past their deadline, and dump and kill those whose loop is stuck.
+    async fn check_deadlines(&mut self) {
+        let now = Instant::now();
+        let timeout = Duration::from_secs_f64(self.config.timeout.max(0.0));
+        for w in self.workers.values_mut() {
+            if let Some((at, why)) = w.kill_at {
+                if now >= at {
+                    warn!("Killing worker [{}]: {why}", w.pid);
+                    unsafe { libc::kill(w.pid as i32, libc::SIGKILL) };
+                    w.kill_at = None;
+                }
+                continue;
+            }
+            let stuck = !timeout.is_zero()
+                && w.ready
+                && !w.retiring
+                && now.duration_since(w.last_heartbeat) > timeout;
+            if stuck {
+                error!(
+                    "Worker [{}] timed out: its event loop has been blocked for over {:?}; \
+                     its Python stacks follow",
+                    w.pid, timeout
+                );
+                let _ = w.control.write_all(&encode(&ToWorker::DumpStacks)).await;
+                w.kill_at = Some((now + DUMP_GRACE, "its event loop is blocked"));
+            }
+        }
+    }
+
+    /// Start one worker and hand it its boot message. None if the interpreter itself
+    /// can't be started (then the master stops).
+    async fn spawn(&mut self) -> Option<u64> {
+        let fds: Vec<i32> = self.listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
         let spawned = match spawn_worker(&self.python, &fds) {
             Ok(s) => s,
             Err(e) => {
-                error!(
-                    "Could not start a worker with {}: {e}",
-                    self.python.executable
-                );
+                error!("Could not start a worker with {}: {e}", self.python.executable);
                 self.exit_code = EXIT_FAILURE;
                 self.stop(false).await;
-                return false;
+                return None;
             }
         };
         let key = self.next_key;
@@ -230,6 +424,7 @@ impl Arbiter {
             config: Box::new(self.config.clone()),
             listeners: self.listeners.iter().map(Listener::spec).collect(),
             worker_id: key as usize,
+            max_requests: self.max_requests_for_one(),
         };
         // A failed write means the worker already died; its exit is reported below.
         let _ = write_half.write_all(&encode(&boot)).await;
@@ -259,16 +454,36 @@ impl Arbiter {
                 pid,
                 control: write_half,
                 ready: false,
+                retiring: false,
+                last_heartbeat: Instant::now(),
+                kill_at: None,
             },
         );
-        crate::debug!("Started worker [{pid}]");
-        true
+        info!("Booting worker [{pid}]");
+        Some(key)
+    }
+
+    /// --max-requests plus this worker's share of the jitter.
+    fn max_requests_for_one(&self) -> Option<u64> {
+        let base = self.config.max_requests?;
+        let jitter = self.config.max_requests_jitter;
+        if jitter == 0 {
+            return Some(base);
+        }
+        // Any spread will do; it only keeps workers from restarting in lockstep.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64)
+            ^ (self.next_key.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        Some(base + seed % (jitter + 1))
     }
 
     /// Order every worker to stop; `graceful` lets in-flight requests finish.
     async fn stop(&mut self, graceful: bool) {
         let already = self.phase == Phase::Stopping;
         self.phase = Phase::Stopping;
+        self.to_replace.clear();
+        self.replacing = None;
         // A second TERM/INT while draining means "now".
         let graceful = graceful && !already;
         let order = if graceful {
@@ -280,37 +495,21 @@ impl Arbiter {
             }
             ToWorker::Quit
         };
-        let wait = if graceful {
-            self.config
-                .timeout_graceful_shutdown
-                .map(|t| Duration::from_secs_f64(t) + DRAIN_KILL_MARGIN)
+        let deadline = if graceful {
+            self.drain_deadline()
         } else {
-            Some(QUICK_STOP_GRACE)
-        };
-        let deadline = wait.map(|w| Instant::now() + w);
-        self.kill_deadline = match (self.kill_deadline, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            Some(Instant::now() + QUICK_STOP_GRACE)
         };
         let line = encode(&order);
         for w in self.workers.values_mut() {
+            w.retiring = true;
+            let ours = deadline.map(|d| (d, STOP_TOO_SLOW));
+            w.kill_at = match (w.kill_at, ours) {
+                (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+                (a, b) => a.or(b),
+            };
             let _ = w.control.write_all(&line).await;
         }
-    }
-
-    fn kill_all(&mut self, why: &str) {
-        for w in self.workers.values() {
-            warn!("Killing worker [{}]: {why}", w.pid);
-            unsafe { libc::kill(w.pid as i32, libc::SIGKILL) };
-        }
-        self.kill_deadline = None;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

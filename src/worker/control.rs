@@ -12,6 +12,33 @@ pub struct ControlChannel {
     writer: Mutex<UnixStream>,
 }
 
+/// Counts served requests and asks the master once for a replacement at the limit.
+pub struct Recycle {
+    served: std::sync::atomic::AtomicU64,
+    limit: u64,
+    control: Arc<ControlChannel>,
+}
+
+impl Recycle {
+    pub fn new(limit: u64, control: Arc<ControlChannel>) -> Self {
+        Recycle {
+            served: std::sync::atomic::AtomicU64::new(0),
+            limit,
+            control,
+        }
+    }
+
+    pub fn request_done(&self) {
+        let n = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n == self.limit {
+            self.control.send(&ToMaster::Recycle);
+        }
+    }
+}
+
 impl ControlChannel {
     pub fn send(&self, msg: &ToMaster) {
         // The master may be gone; the reader thread then starts a stop.
@@ -66,6 +93,11 @@ pub fn spawn_reader(
                     match serde_json::from_slice::<ToWorker>(&line) {
                         Ok(ToWorker::Stop) => bridge.push(Event::Stop { graceful: true }),
                         Ok(ToWorker::Quit) => bridge.push(Event::Stop { graceful: false }),
+                        Ok(ToWorker::DumpStacks) => {
+                            if !super::stacks::dump_python_stacks(libc::STDERR_FILENO) {
+                                crate::error!("This interpreter can't dump Python stacks");
+                            }
+                        }
                         Ok(ToWorker::Boot { .. }) => {}
                         Err(e) => crate::warn!("unreadable control message: {e}"),
                     }

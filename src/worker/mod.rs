@@ -5,9 +5,10 @@
 //! master's orders. Only the main thread ever holds the GIL for our code.
 
 pub mod bridge;
-mod control;
+pub mod control;
 mod server;
 mod signals;
+mod stacks;
 
 use crate::asgi::dispatch::Dispatcher;
 use crate::config::{Config, LogLevel};
@@ -25,7 +26,8 @@ use std::sync::Arc;
 
 #[pyclass(module = "ferrocorn._ferrocorn", unsendable)]
 pub struct WorkerCore {
-    control: ControlChannel,
+    control: Arc<ControlChannel>,
+    max_requests: Option<u64>,
     config: Config,
     listeners: Vec<ListenerSpec>,
     worker_id: usize,
@@ -50,6 +52,7 @@ impl WorkerCore {
             config,
             listeners,
             worker_id,
+            max_requests,
         } = boot
         else {
             return Err(runtime_error(
@@ -61,7 +64,8 @@ impl WorkerCore {
         let sigterm = signals::install_sigterm().map_err(runtime_error)?;
         control::spawn_reader(reader, pending, sigterm, bridge.clone()).map_err(runtime_error)?;
         Ok(WorkerCore {
-            control,
+            control: Arc::new(control),
+            max_requests,
             config: *config,
             listeners,
             worker_id,
@@ -150,6 +154,9 @@ impl WorkerCore {
             access_log: c.access_log_enabled(),
             keep_alive: std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             header_timeout: std::time::Duration::from_secs_f64(c.timeout_request_header),
+            recycle: self
+                .max_requests
+                .map(|limit| control::Recycle::new(limit, self.control.clone())),
         });
         let handle = py
             .allow_threads(|| server::start(&self.config, &self.listeners, shared))
