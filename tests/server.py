@@ -88,6 +88,20 @@ class Server:
     def connect(self, timeout: float = 5.0) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout=timeout)
 
+    def worker_pids(self) -> set[int]:
+        """The master's live children (its workers)."""
+        return children_of(self.proc.pid)
+
+    def wait_for_workers(self, count: int, exclude: set[int] = frozenset(), timeout=20.0):
+        """Wait until exactly `count` workers run, none of them in `exclude`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if len(pids) == count and not pids & exclude:
+                return pids
+            time.sleep(0.1)
+        raise AssertionError(f"workers {self.worker_pids()} != {count} new:\n{self.stderr_text()}")
+
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
 
@@ -114,6 +128,29 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def children_of(ppid: int) -> set[int]:
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == ppid and fields[0] != "Z":
+            pids.add(int(entry))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def run_to_exit(app: str, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:

@@ -58,8 +58,9 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut first = true;
     loop {
-        let head = match read_head(&mut io, &mut buf, &shared, &mut shutdown).await {
+        let head = match read_head(&mut io, &mut buf, &shared, &mut shutdown, first).await {
             Next::Head(h) => h,
             Next::Close => return,
             Next::Reject(r) => {
@@ -78,6 +79,7 @@ pub async fn serve<S>(
             reject_and_close(io, StatusCode::SERVICE_UNAVAILABLE, &shared).await;
             return;
         }
+        first = false;
         let closing = *shutdown.borrow();
         let mut tx = Transaction::new(head, &mut io, &mut buf, &shared, &conn, guard, closing);
         let outcome = poll_fn(|cx| tx.poll(cx)).await;
@@ -100,13 +102,16 @@ pub async fn serve<S>(
     }
 }
 
-/// Wait for a whole request head. Idle connections close after the keep-alive timeout
-/// (or at once on shutdown); a started head must be complete within the header timeout.
+/// Wait for a whole request head. Idle connections close after the keep-alive timeout,
+/// or at once on shutdown once they have been served; a connection just accepted still
+/// gets its first request answered, or a client would lose it to the shutdown. A started
+/// head must be complete within the header timeout.
 async fn read_head<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut BytesMut,
     shared: &ConnShared,
     shutdown: &mut watch::Receiver<bool>,
+    first: bool,
 ) -> Next {
     let idle_deadline = Instant::now() + shared.keep_alive;
     let mut header_deadline = None;
@@ -119,7 +124,7 @@ async fn read_head<S: AsyncRead + Unpin>(
                     header_deadline.get_or_insert_with(|| Instant::now() + shared.header_timeout);
                 }
             }
-        } else if *shutdown.borrow() {
+        } else if !first && *shutdown.borrow() {
             return Next::Close;
         }
         let deadline = header_deadline.unwrap_or(idle_deadline);
@@ -135,7 +140,7 @@ async fn read_head<S: AsyncRead + Unpin>(
                 }
                 return Next::Close;
             }
-            changed = shutdown.changed(), if buf.is_empty() => {
+            changed = shutdown.changed(), if buf.is_empty() && !first => {
                 if changed.is_err() {
                     return Next::Close;
                 }

@@ -304,7 +304,7 @@ impl Arbiter {
             return;
         }
         while let Some(old) = self.to_replace.pop_front() {
-            if !self.workers.get(&old).is_some_and(|w| !w.retiring) {
+            if self.workers.get(&old).is_none_or(|w| w.retiring) {
                 continue;
             }
             if let Some(new) = self.spawn().await {
@@ -399,11 +399,18 @@ impl Arbiter {
     /// Start one worker and hand it its boot message. None if the interpreter itself
     /// can't be started (then the master stops).
     async fn spawn(&mut self) -> Option<u64> {
-        let fds: Vec<i32> = self.listeners.iter().map(|l| l.socket.as_raw_fd()).collect();
+        let fds: Vec<i32> = self
+            .listeners
+            .iter()
+            .map(|l| l.socket.as_raw_fd())
+            .collect();
         let spawned = match spawn_worker(&self.python, &fds) {
             Ok(s) => s,
             Err(e) => {
-                error!("Could not start a worker with {}: {e}", self.python.executable);
+                error!(
+                    "Could not start a worker with {}: {e}",
+                    self.python.executable
+                );
                 self.exit_code = EXIT_FAILURE;
                 self.stop(false).await;
                 return None;

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import time
 
 served = {"count": 0}
 
@@ -82,6 +83,16 @@ async def slow(scope, receive, send):
     await respond(send, body=b"slept")
 
 
+async def hang(scope, receive, send):
+    """Blocks the event loop itself, as a CPU-bound or sync-I/O handler would."""
+    time.sleep(float(scope["query_string"].decode() or "60"))
+    await respond(send, body=b"woke up")
+
+
+async def pid(scope, receive, send):
+    await respond(send, body=str(os.getpid()).encode())
+
+
 async def raise_before(scope, receive, send):
     raise ValueError("boom before start")
 
@@ -132,6 +143,8 @@ ROUTES = {
     "big": big,
     "noread": noread,
     "slow": slow,
+    "hang": hang,
+    "pid": pid,
     "raise_before": raise_before,
     "raise_after": raise_after,
     "no_response": no_response,

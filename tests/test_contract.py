@@ -1,0 +1,90 @@
+"""The plain-python contract (DEVELOPERS.md): app code in a worker sees the process it
+would see under plain `python`. The same probes run under `python` and inside ferrocorn
+workers (1 and 2 workers, and again after a rolling restart) and must agree."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.server import APPS_DIR, Server
+
+PROBES = [
+    "exec_child_signals",
+    "exit_codes",
+    "asyncio_exit_codes",
+    "fork_children",
+    "start_methods",
+]
+
+
+@pytest.fixture(scope="module")
+def plain():
+    out = subprocess.run(
+        [sys.executable, "contract_probe.py"],
+        cwd=APPS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def check_one_worker(server: Server, plain: dict) -> int:
+    # One keep-alive connection: every probe below runs in the same worker.
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        own = client.get("/own_signals").json()
+        # Point 2/4: no master handler (SIGUSR2 is caught by the app's own handler
+        # only), plain python's ignored set, an empty mask in the loop thread.
+        assert own["watched_caught"] == ["SIGUSR2"], own
+        assert own["ignored"] == plain["own_signals"]["ignored"]
+        assert own["main_thread_blocked"] == []
+        # The app's own SIGUSR2 handler (installed in lifespan startup) is the only
+        # non-default Python handler among the watched signals.
+        expected = dict(plain["own_signals"]["python_handlers"])
+        handlers = own["python_handlers"]
+        assert "on_usr2" in handlers.pop("SIGUSR2")
+        expected.pop("SIGUSR2")
+        assert handlers == expected
+        for probe in PROBES:
+            assert client.get(f"/{probe}").json() == plain[probe], probe
+        # Point 3: the app's own handler fires.
+        pid = client.get("/pid").json()
+        os.kill(pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 5
+        while client.get("/usr2").json() < 1:
+            assert time.monotonic() < deadline, "the app's SIGUSR2 handler never ran"
+            time.sleep(0.05)
+        # Point 4: signals sent to the forked children never reached this worker.
+        assert client.get("/pid").json() == pid
+    assert "Shutting down" not in server.stderr_text()
+    return pid
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_contract_holds_in_every_worker(plain, workers):
+    with Server("contract_probe:app", "--workers", str(workers), "--lifespan", "on") as s:
+        first = s.wait_for_workers(workers)
+        seen = {check_one_worker(s, plain) for _ in range(workers * 2)}
+        assert seen <= first
+        # After a rolling restart the new workers keep the contract too.
+        s.signal(signal.SIGHUP)
+        s.wait_for_workers(workers, exclude=first)
+        s.wait_for_log("Rolling restart")
+        check = s.stderr_text().split("Rolling restart", 1)[1]
+        deadline = time.monotonic() + 20
+        while check.count("Finished worker process") < workers:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+            check = s.stderr_text().split("Rolling restart", 1)[1]
+        with httpx.Client(base_url=s.url, timeout=60) as client:
+            assert client.get("/exit_codes").json() == plain["exit_codes"]
+            own = client.get("/own_signals").json()
+            assert own["watched_caught"] == ["SIGUSR2"] and own["main_thread_blocked"] == []
+            assert client.get("/fork_children").json() == plain["fork_children"]

@@ -1,0 +1,160 @@
+"""The master's process model: signals, supervision, recycling, hung workers."""
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.server import Server, alive, raw_exchange
+
+
+class Load:
+    """Requests on fresh connections from a background thread, bounded in time, counting
+    every failure."""
+
+    def __init__(self, server: Server, path: str = "/pid"):
+        self.url = f"{server.url}{path}"
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                r = httpx.get(self.url, headers={"Connection": "close"}, timeout=10)
+                if r.status_code == 200:
+                    self.ok += 1
+                    self.pids.add(int(r.text))
+                else:
+                    self.failures.append(f"status {r.status_code}")
+            except httpx.HTTPError as exc:
+                self.failures.append(repr(exc))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_ttin_ttou_change_the_worker_count():
+    with Server("basic:app", "--workers", "2") as s:
+        first = s.wait_for_workers(2)
+        s.signal(signal.SIGTTIN)
+        three = s.wait_for_workers(3)
+        assert first < three
+        # Signals sent back to back coalesce in the kernel: one at a time.
+        s.signal(signal.SIGTTOU)
+        s.wait_for_workers(2)
+        s.signal(signal.SIGTTOU)
+        s.wait_for_workers(1)
+        s.signal(signal.SIGTTOU)  # the last worker stays
+        time.sleep(0.5)
+        assert len(s.wait_for_workers(1)) == 1
+        assert httpx.get(f"{s.url}/count").status_code == 200
+
+
+def test_hup_rolling_restart_loses_no_request():
+    with Server("basic:app", "--workers", "2") as s:
+        old = s.wait_for_workers(2)
+        with Load(s) as load:
+            time.sleep(0.5)
+            s.signal(signal.SIGHUP)
+            new = s.wait_for_workers(2, exclude=old)
+            time.sleep(0.5)
+        assert load.failures == []
+        assert load.ok > 20
+        assert load.pids & old and load.pids & new  # served by both generations
+
+
+def test_max_requests_recycles_without_failures():
+    with Server("basic:app", "--workers", "2", "--max-requests", "25") as s:
+        old = s.wait_for_workers(2)
+        with Load(s) as load:
+            deadline = time.monotonic() + 20
+            while not (s.worker_pids() - old) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1)
+        assert load.failures == []
+        assert "reached --max-requests" in s.stderr_text()
+        assert s.worker_pids() - old
+
+
+def test_killed_worker_is_replaced_while_others_serve():
+    with Server("basic:app", "--workers", "2") as s:
+        victim, survivor = sorted(s.wait_for_workers(2))
+        os.kill(victim, signal.SIGKILL)
+        assert httpx.get(f"{s.url}/count").status_code == 200
+        pids = s.wait_for_workers(2, exclude={victim})
+        assert survivor in pids
+        s.wait_for_log(rf"Worker \[{victim}\] was killed by signal 9; starting a new one")
+
+
+def test_hung_worker_is_dumped_and_replaced():
+    with Server("basic:app", "--timeout", "2") as s:
+        (hung,) = s.wait_for_workers(1)
+        with s.connect(timeout=15) as sock:
+            raw = raw_exchange(sock, b"GET /hang?60 HTTP/1.1\r\nHost: h\r\n\r\n", wait=8)
+        assert b"woke up" not in raw
+        s.wait_for_log("timed out: its event loop has been blocked")
+        # The stack names the line where the app hangs.
+        s.wait_for_log(r'File ".*basic\.py", line \d+ in hang')
+        s.wait_for_workers(1, exclude={hung})
+        assert httpx.get(f"{s.url}/count").status_code == 200
+
+
+def test_master_sigkill_leaves_no_worker_behind():
+    s = Server("basic:app", "--workers", "2").start()
+    try:
+        workers = s.wait_for_workers(2)
+        os.kill(s.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(p) for p in workers)
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
+def test_stop_signals_exit_zero(sig):
+    s = Server("basic:app", "--workers", "2").start()
+    try:
+        workers = s.wait_for_workers(2)
+        s.signal(sig)
+        assert s.wait() == 0
+        assert not any(alive(p) for p in workers)
+    finally:
+        s.stop()
+
+
+def test_sigterm_to_a_worker_drains_it_and_it_is_replaced():
+    with Server("basic:app") as s:
+        (worker,) = s.wait_for_workers(1)
+        with s.connect() as sock:
+            sock.sendall(b"GET /slow?1 HTTP/1.1\r\nHost: h\r\n\r\n")
+            time.sleep(0.3)
+            os.kill(worker, signal.SIGTERM)
+            sock.settimeout(5)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        s.wait_for_workers(1, exclude={worker})
+
+
+def test_pid_file(tmp_path):
+    pid_file = tmp_path / "ferrocorn.pid"
+    s = Server("basic:app", "--pid", str(pid_file)).start()
+    try:
+        assert int(pid_file.read_text()) == s.pid
+        s.signal(signal.SIGTERM)
+        assert s.wait() == 0
+        assert not pid_file.exists()
+    finally:
+        s.stop()
