@@ -163,6 +163,14 @@ pub struct Config {
     #[arg(long)]
     pub graceful_timeout: Option<f64>,
 
+    /// Write the error log to this file instead of stderr (reopened on SIGUSR1).
+    #[arg(long)]
+    pub error_logfile: Option<String>,
+
+    /// Write the access log to this file instead of stdout (reopened on SIGUSR1).
+    #[arg(long)]
+    pub access_logfile: Option<String>,
+
     /// Write the master's pid to this file.
     #[arg(long)]
     pub pid: Option<String>,

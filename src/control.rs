@@ -27,8 +27,10 @@ pub enum ToWorker {
     Stop,
     /// Exit as soon as possible.
     Quit,
-    /// Write the Python stacks of every thread to stderr (the event loop is stuck).
+    /// Write the Python stacks of every thread to the error log (the loop is stuck).
     DumpStacks,
+    /// Reopen the log files (SIGUSR1 to the master, after logrotate).
+    ReopenLogs,
 }
 
 #[derive(Serialize, Deserialize, Debug)]

@@ -1,11 +1,29 @@
-//! uvicorn-style logging written straight from Rust: `INFO:     message` on stderr, and
-//! the access log on stdout. No Python call per request.
+//! uvicorn-style logging written straight from Rust: `INFO:     message` on stderr (or
+//! --error-logfile), and the access log on stdout (or --access-logfile). No Python call
+//! per request. SIGUSR1 reopens the files (for logrotate).
 
 use crate::config::LogLevel;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
 
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+
+/// A log destination: a file opened in append mode, or the standard stream.
+struct Sink {
+    path: Option<String>,
+    file: Option<File>,
+}
+
+static ERROR_SINK: Mutex<Sink> = Mutex::new(Sink {
+    path: None,
+    file: None,
+});
+static ACCESS_SINK: Mutex<Sink> = Mutex::new(Sink {
+    path: None,
+    file: None,
+});
 
 pub fn set_level(level: LogLevel) {
     LEVEL.store(level as u8, Ordering::Relaxed);
@@ -13,6 +31,49 @@ pub fn set_level(level: LogLevel) {
 
 pub fn enabled(level: LogLevel) -> bool {
     level as u8 >= LEVEL.load(Ordering::Relaxed)
+}
+
+fn open(path: &str) -> std::io::Result<File> {
+    // Append mode: each line is one write, so processes sharing a file don't interleave.
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Send the error log and/or the access log to files instead of stderr/stdout.
+pub fn set_files(error: Option<&str>, access: Option<&str>) -> std::io::Result<()> {
+    for (sink, path) in [(&ERROR_SINK, error), (&ACCESS_SINK, access)] {
+        let mut sink = sink.lock().unwrap();
+        sink.file = path.map(open).transpose()?;
+        sink.path = path.map(str::to_string);
+    }
+    Ok(())
+}
+
+/// Reopen the log files at their paths (after logrotate moved them away).
+pub fn reopen() -> std::io::Result<()> {
+    for sink in [&ERROR_SINK, &ACCESS_SINK] {
+        let mut sink = sink.lock().unwrap();
+        if let Some(path) = sink.path.clone() {
+            sink.file = Some(open(&path)?);
+        }
+    }
+    Ok(())
+}
+
+fn write_line(sink: &Mutex<Sink>, stdout: bool, line: &[u8]) {
+    let mut sink = sink.lock().unwrap();
+    match sink.file.as_mut() {
+        Some(file) => {
+            let _ = file.write_all(line);
+        }
+        None if stdout => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(line);
+            let _ = out.flush();
+        }
+        None => {
+            let _ = std::io::stderr().lock().write_all(line);
+        }
+    }
 }
 
 fn prefix(level: LogLevel) -> &'static str {
@@ -37,15 +98,21 @@ pub fn log(level: LogLevel, message: &str) {
     if !line.ends_with('\n') {
         line.push('\n');
     }
-    // One write per line so lines of concurrent processes don't interleave.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    write_line(&ERROR_SINK, false, line.as_bytes());
 }
 
-/// One access-log line, on stdout as uvicorn writes it.
+/// One access-log line.
 pub fn access(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
-    let _ = out.flush();
+    write_line(&ACCESS_SINK, true, line.as_bytes());
+}
+
+/// Where a raw dump (e.g. Python stacks) must go: the error log's fd.
+pub fn error_fd() -> i32 {
+    use std::os::fd::AsRawFd;
+    let sink = ERROR_SINK.lock().unwrap();
+    sink.file
+        .as_ref()
+        .map_or(libc::STDERR_FILENO, |f| f.as_raw_fd())
 }
 
 #[macro_export]

@@ -19,7 +19,16 @@ READY = "ferrocorn ready"
 class Server:
     """A ferrocorn master process with its output collected in the background."""
 
-    def __init__(self, app: str, *args: str, cwd: Path = APPS_DIR, env: dict | None = None):
+    def __init__(
+        self,
+        app: str,
+        *args: str,
+        cwd: Path = APPS_DIR,
+        env: dict | None = None,
+        error_log: Path | None = None,
+    ):
+        # With --error-logfile the server logs there instead of stderr.
+        self.error_log = error_log
         cmd = [sys.executable, "-m", "ferrocorn", app, "--port", "0", *args]
         self.proc = subprocess.Popen(
             cmd,
@@ -49,6 +58,8 @@ class Server:
         return self.proc.pid
 
     def stderr_text(self) -> str:
+        if self.error_log is not None:
+            return self.error_log.read_text() if self.error_log.exists() else ""
         with self._lock:
             return "".join(self._err)
 

@@ -158,3 +158,25 @@ def test_pid_file(tmp_path):
         assert not pid_file.exists()
     finally:
         s.stop()
+
+
+def test_log_files_and_usr1_reopen(tmp_path):
+    error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
+    args = ("--error-logfile", str(error_log), "--access-logfile", str(access_log))
+    with Server("basic:app", *args, error_log=error_log) as s:
+        httpx.get(f"{s.url}/count?before")
+        assert "GET /count?before" in access_log.read_text()
+        assert "ferrocorn ready" in error_log.read_text()
+        # logrotate moves the files away, then asks for new ones.
+        error_log.rename(tmp_path / "error.log.1")
+        access_log.rename(tmp_path / "access.log.1")
+        s.signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not (error_log.exists() and access_log.exists()):
+            assert time.monotonic() < deadline, "log files were not reopened"
+            time.sleep(0.05)
+        time.sleep(0.2)  # the workers reopen theirs on the control channel
+        httpx.get(f"{s.url}/count?after")
+        assert "GET /count?after" in access_log.read_text()
+        assert "GET /count?after" not in (tmp_path / "access.log.1").read_text()
+        assert "Reopened log files" in error_log.read_text()

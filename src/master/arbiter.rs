@@ -11,6 +11,7 @@
 //! | HUP       | rolling restart: for each worker, start a new one, wait until it is    |
 //! |           | ready, then drain the old one; no request fails                        |
 //! | TTIN/TTOU | one worker more / less                                                 |
+//! | USR1      | reopen the log files (after logrotate moved them)                     |
 //!
 //! A worker that reaches --max-requests is replaced the same rolling way. A worker
 //! whose event loop stops sending heartbeats for --timeout seconds has its Python
@@ -92,6 +93,13 @@ struct Arbiter {
 /// Entry point of the master: bind, spawn, supervise; returns the process exit code.
 pub fn run(config: Config, python: PythonLaunch) -> i32 {
     crate::log::set_level(config.log_level);
+    if let Err(e) = crate::log::set_files(
+        config.error_logfile.as_deref(),
+        config.access_logfile.as_deref(),
+    ) {
+        eprintln!("ERROR:    Could not open a log file: {e}");
+        return EXIT_FAILURE;
+    }
     let listeners = match listeners::bind(&config) {
         Ok(l) => l,
         Err(e) => {
@@ -141,6 +149,7 @@ impl Arbiter {
         let mut sighup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         let mut sigttin = signal(SignalKind::from_raw(libc::SIGTTIN)).expect("SIGTTIN handler");
         let mut sigttou = signal(SignalKind::from_raw(libc::SIGTTOU)).expect("SIGTTOU handler");
+        let mut sigusr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
         let mut tick = tokio::time::interval(TICK);
 
         info!("Started master process [{}]", std::process::id());
@@ -167,6 +176,7 @@ impl Arbiter {
                 _ = sighup.recv() => self.rolling_restart().await,
                 _ = sigttin.recv() => self.scale(1).await,
                 _ = sigttou.recv() => self.scale(-1).await,
+                _ = sigusr1.recv() => self.reopen_logs().await,
                 Some(event) = events.recv() => self.on_event(event).await,
                 _ = tick.tick() => self.check_deadlines().await,
             }
@@ -339,6 +349,18 @@ impl Arbiter {
             .max();
         if let Some(key) = newest {
             self.retire(key).await;
+        }
+    }
+
+    /// USR1: reopen the master's log files and tell every worker to do the same.
+    async fn reopen_logs(&mut self) {
+        match crate::log::reopen() {
+            Ok(()) => info!("Reopened log files"),
+            Err(e) => error!("Could not reopen the log files: {e}"),
+        }
+        let line = encode(&ToWorker::ReopenLogs);
+        for w in self.workers.values_mut() {
+            let _ = w.control.write_all(&line).await;
         }
     }
 

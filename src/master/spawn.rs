@@ -59,11 +59,23 @@ unsafe fn reset_signal_state() {
     let mut action: libc::sigaction = std::mem::zeroed();
     action.sa_sigaction = libc::SIG_DFL;
     libc::sigemptyset(&mut action.sa_mask);
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // Fails harmlessly for the signals libc reserves for itself.
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
+    }
+    // glibc refuses to touch the two real-time signals it reserves (32, 33), so an
+    // environment that ignores them would leak that into workers: reset them with the
+    // raw system call (the kernel's struct: handler, flags, restorer, mask).
+    let default_action = [0u64; 4];
+    for sig in [32, 33] {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            default_action.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
     }
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);

@@ -94,8 +94,13 @@ pub fn spawn_reader(
                         Ok(ToWorker::Stop) => bridge.push(Event::Stop { graceful: true }),
                         Ok(ToWorker::Quit) => bridge.push(Event::Stop { graceful: false }),
                         Ok(ToWorker::DumpStacks) => {
-                            if !super::stacks::dump_python_stacks(libc::STDERR_FILENO) {
+                            if !super::stacks::dump_python_stacks(crate::log::error_fd()) {
                                 crate::error!("This interpreter can't dump Python stacks");
+                            }
+                        }
+                        Ok(ToWorker::ReopenLogs) => {
+                            if let Err(e) = crate::log::reopen() {
+                                crate::error!("Could not reopen the log files: {e}");
                             }
                         }
                         Ok(ToWorker::Boot { .. }) => {}

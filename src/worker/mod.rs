@@ -60,6 +60,11 @@ impl WorkerCore {
             ));
         };
         crate::log::set_level(config.log_level);
+        crate::log::set_files(
+            config.error_logfile.as_deref(),
+            config.access_logfile.as_deref(),
+        )
+        .map_err(runtime_error)?;
         let bridge = Arc::new(Bridge::new().map_err(runtime_error)?);
         let sigterm = signals::install_sigterm().map_err(runtime_error)?;
         control::spawn_reader(reader, pending, sigterm, bridge.clone()).map_err(runtime_error)?;
