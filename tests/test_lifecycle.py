@@ -29,6 +29,7 @@ def test_bad_app_strings_exit_with_one_clear_line():
         ("nope:app", 'Could not import module "nope"'),
         ("basic:missing", 'Attribute "missing" not found in module "basic"'),
         ("basic", "must be in format"),
+        ("broken:app", "NameError: name 'undefined_name' is not defined"),
     ]:
         out = run_to_exit(app)
         assert out.returncode == 1, out.stderr
@@ -149,3 +150,9 @@ def test_several_workers_serve():
         assert "2 worker(s)" in s.stderr_text()
         for _ in range(20):
             assert httpx.get(f"{s.url}/count").status_code == 200
+
+
+def test_import_error_traceback_only_at_debug():
+    out = run_to_exit("broken:app", "--log-level", "debug")
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr and "broken.py" in out.stderr

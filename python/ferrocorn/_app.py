@@ -23,7 +23,7 @@ def load_app(app_string: str, app_dir: str, factory: bool) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name and not module_name.startswith(f"{exc.name}."):
-            raise  # A module the app imports is missing: show the real traceback.
+            raise  # A module the app imports is missing: report that one.
         raise AppLoadError(
             f'Error loading ASGI app. Could not import module "{module_name}".'
         ) from None

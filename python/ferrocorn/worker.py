@@ -55,6 +55,20 @@ def _forget_wakeup_fd_in_child() -> None:
         pass  # Not the main thread of the child.
 
 
+def _one_line(exc: BaseException) -> str:
+    """`NameError: name 'x' is not defined (main.py, line 3)`: the error and where."""
+    import traceback
+
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}, line {exc.lineno})"
+    elif frames:
+        where = f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {message}{where}"
+
+
 class Worker:
     def __init__(self, core: Any, config: dict) -> None:
         self.core = core
@@ -139,10 +153,11 @@ def main() -> int:
         core.boot_failed(str(exc))
         return 3
     except BaseException as exc:
+        # One clear line; the whole traceback only at --log-level debug.
         import traceback
 
-        core.log("error", "".join(traceback.format_exception(exc)).rstrip())
-        core.boot_failed(f"Error loading ASGI app: {exc!r}")
+        core.log("debug", "".join(traceback.format_exception(exc)).rstrip())
+        core.boot_failed(f"Error loading ASGI app. {_one_line(exc)}")
         return 3
     asyncio.set_event_loop(loop)
     worker = Worker(core, config)
