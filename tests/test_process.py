@@ -75,8 +75,15 @@ def test_hup_rolling_restart_loses_no_request():
         assert load.pids & old and load.pids & new  # served by both generations
 
 
-def test_max_requests_recycles_without_failures():
-    with Server("basic:app", "--workers", "2", "--max-requests", "25") as s:
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--max-requests", "25"),
+        ("--limit-max-requests", "20", "--limit-max-requests-jitter", "10"),
+    ],
+)
+def test_max_requests_recycles_without_failures(flags):
+    with Server("basic:app", "--workers", "2", *flags) as s:
         old = s.wait_for_workers(2)
         with Load(s) as load:
             deadline = time.monotonic() + 20
@@ -98,15 +105,16 @@ def test_killed_worker_is_replaced_while_others_serve():
         s.wait_for_log(rf"Worker \[{victim}\] was killed by signal 9; starting a new one")
 
 
-def test_hung_worker_is_dumped_and_replaced():
+@pytest.mark.parametrize("route", ["hang", "spin"])
+def test_hung_worker_is_dumped_and_replaced(route):
     with Server("basic:app", "--timeout", "2") as s:
         (hung,) = s.wait_for_workers(1)
         with s.connect(timeout=15) as sock:
-            raw = raw_exchange(sock, b"GET /hang?60 HTTP/1.1\r\nHost: h\r\n\r\n", wait=8)
-        assert b"woke up" not in raw
+            raw = raw_exchange(sock, f"GET /{route}?60 HTTP/1.1\r\nHost: h\r\n\r\n".encode(), 8)
+        assert not raw.startswith(b"HTTP/1.1 200")
         s.wait_for_log("timed out: its event loop has been blocked")
-        # The stack names the line where the app hangs.
-        s.wait_for_log(r'File ".*basic\.py", line \d+ in hang')
+        # The stack names the line where the app hangs, even while it holds the GIL.
+        s.wait_for_log(rf'File ".*basic\.py", line \d+ in {route}')
         s.wait_for_workers(1, exclude={hung})
         assert httpx.get(f"{s.url}/count").status_code == 200
 

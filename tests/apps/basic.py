@@ -89,6 +89,14 @@ async def hang(scope, receive, send):
     await respond(send, body=b"woke up")
 
 
+async def spin(scope, receive, send):
+    """A busy loop in pure Python: the loop never yields and the thread wants the GIL."""
+    end = time.monotonic() + float(scope["query_string"].decode() or "60")
+    while time.monotonic() < end:
+        pass
+    await respond(send, body=b"done spinning")
+
+
 async def pid(scope, receive, send):
     await respond(send, body=str(os.getpid()).encode())
 
@@ -145,6 +153,7 @@ ROUTES = {
     "slow": slow,
     "hang": hang,
     "pid": pid,
+    "spin": spin,
     "raise_before": raise_before,
     "raise_after": raise_after,
     "no_response": no_response,
