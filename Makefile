@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # `release` (LTO) is what ships and what CI tests; `make PROFILE=fast ...` builds quicker.
 PROFILE ?= release
 
-.PHONY: venv build serve test test-rust test-python lint fmt bench bench-quick clean
+.PHONY: venv build serve test test-rust test-python lint fmt bench bench-quick fuzz-smoke clean
 
 $(BIN)/python: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ bench: build
 
 bench-quick: build
 	bench/run.sh --quick
+
+# Fuzz the request-head parser and the chunked decoder (cargo install cargo-fuzz).
+# Stable Rust works without a sanitizer; FUZZ_SECONDS sets the time per target.
+FUZZ_SECONDS ?= 15
+fuzz-smoke:
+	cd fuzz && cargo fuzz run request_head --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && cargo fuzz run chunked_body --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) target

@@ -1,4 +1,4 @@
-"""A FastAPI app with one JSON endpoint: `ferrocorn examples.fastapi_app:app`."""
+"""A FastAPI app with one JSON endpoint: `ferrocorn examples.fastapi_app:app`, GET /json."""
 
 from fastapi import FastAPI
 

@@ -144,6 +144,20 @@ pub struct Config {
     #[arg(long, default_value_t = 8190)]
     pub limit_request_field_size: usize,
 
+    /// Largest request body accepted, in bytes (413 beyond it). Off by default.
+    #[arg(long)]
+    pub limit_request_body: Option<u64>,
+
+    /// Close a request whose body stops arriving for this many seconds while the app
+    /// waits for it (408 if the app hasn't been called yet).
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout_request_body: f64,
+
+    /// Most simultaneous connections per worker; beyond it a new connection gets 503
+    /// and is closed. Off by default.
+    #[arg(long)]
+    pub worker_connections: Option<usize>,
+
     /// Restart a worker (the rolling way) after it has served this many requests.
     #[arg(long, alias = "limit-max-requests")]
     pub max_requests: Option<u64>,

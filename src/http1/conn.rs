@@ -9,7 +9,7 @@ use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead};
 use crate::worker::bridge::{Bridge, Event};
 use bytes::{Buf, BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -39,6 +39,10 @@ pub struct ConnShared {
     pub access_log: bool,
     pub keep_alive: Duration,
     pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub limit_request_body: Option<u64>,
+    /// --worker-connections.
+    pub max_connections: Option<usize>,
     /// Counts requests for --max-requests.
     pub recycle: Option<crate::worker::control::Recycle>,
 }
@@ -69,6 +73,13 @@ pub async fn serve<S>(
                 return;
             }
         };
+        if let (Framing::Length(n), Some(limit)) = (head.framing, shared.limit_request_body) {
+            if n > limit {
+                crate::warn!("Request body of {n} bytes is over --limit-request-body");
+                reject_and_close(io, StatusCode::PAYLOAD_TOO_LARGE, &shared).await;
+                return;
+            }
+        }
         let (guard, inflight) = InflightGuard::enter(&shared.inflight);
         if shared
             .limit_concurrency
@@ -150,25 +161,33 @@ async fn read_head<S: AsyncRead + Unpin>(
 }
 
 /// Answer a request we refuse, then close without resetting the connection.
-async fn reject_and_close<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn reject_and_close<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     status: StatusCode,
     shared: &ConnShared,
 ) {
+    let mut out = BytesMut::with_capacity(256);
+    write_error_response(&mut out, status, shared);
+    if io.write_all(&out).await.is_ok() {
+        linger_close(io).await;
+    }
+}
+
+/// A short plain-text error response that closes the connection.
+fn write_error_response(out: &mut BytesMut, status: StatusCode, shared: &ConnShared) {
     let body = status.canonical_reason().unwrap_or("Error");
     let mut headers = HeaderMap::new();
     headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    let mut out = BytesMut::with_capacity(256);
     let req = RequestFacts {
         method: &Method::GET,
         version: Version::HTTP_11,
         keep_alive: false,
     };
     encode::write_head(
-        &mut out,
+        out,
         status,
         &headers,
         Some(body.len() as u64),
@@ -176,9 +195,6 @@ async fn reject_and_close<S: AsyncRead + AsyncWrite + Unpin>(
         &shared.head,
     );
     out.put_slice(body.as_bytes());
-    if io.write_all(&out).await.is_ok() {
-        linger_close(io).await;
-    }
 }
 
 /// Close our side, then read and drop what the client still sends for a moment: closing
@@ -215,6 +231,9 @@ struct Transaction<'a, S> {
     request: Option<Box<RequestHead>>,
     /// None once the request body is complete (or there is none).
     decoder: Option<Decoder>,
+    body_received: u64,
+    /// Armed while we wait for request-body bytes the app (or the read-ahead) wants.
+    body_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     expect_continue: bool,
     method: Method,
     version: Version,
@@ -264,6 +283,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
             ex,
             request: Some(request),
             decoder,
+            body_received: 0,
+            body_timer: None,
             expect_continue: head.expect_continue,
             method: head.method,
             version: head.version,
@@ -335,16 +356,17 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 break;
             }
             match self.decode_buffered() {
-                Err(reason) => {
-                    return Poll::Ready(Some(Done::Reject(Rejection {
-                        status: StatusCode::BAD_REQUEST,
-                        reason,
-                    })))
-                }
+                Err(rejection) => return Poll::Ready(Some(Done::Reject(rejection))),
                 Ok(true) => break,
                 Ok(false) => {}
             }
             match self.poll_read(cx) {
+                Poll::Pending if self.body_timed_out(cx) => {
+                    return Poll::Ready(Some(Done::Reject(Rejection {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        reason: "request body not sent in time",
+                    })))
+                }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(false) => return Poll::Ready(Some(Done::Close)),
                 Poll::Ready(true) => {}
@@ -356,15 +378,30 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
     }
 
     /// Decode what the buffer holds into the exchange. Ok(true) if anything came.
-    fn decode_buffered(&mut self) -> Result<bool, &'static str> {
+    fn decode_buffered(&mut self) -> Result<bool, Rejection> {
         let Some(decoder) = self.decoder.as_mut() else {
             return Ok(false);
         };
         let mut got = false;
         loop {
-            match decoder.step(self.buf, BODY_PIECE).map_err(|e| e.0)? {
+            let step = decoder.step(self.buf, BODY_PIECE).map_err(|e| Rejection {
+                status: StatusCode::BAD_REQUEST,
+                reason: e.0,
+            })?;
+            match step {
                 Step::Data(data) => {
                     got = true;
+                    self.body_received += data.len() as u64;
+                    if self
+                        .shared
+                        .limit_request_body
+                        .is_some_and(|limit| self.body_received > limit)
+                    {
+                        return Err(Rejection {
+                            status: StatusCode::PAYLOAD_TOO_LARGE,
+                            reason: "request body over --limit-request-body",
+                        });
+                    }
                     self.ex.push_body(data);
                 }
                 Step::NeedMore => return Ok(got),
@@ -375,6 +412,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 }
             }
         }
+    }
+
+    /// While waiting for body bytes: has the client been silent for --timeout-request-body?
+    fn body_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.shared.body_timeout;
+        let timer = self
+            .body_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        timer.as_mut().poll(cx).is_ready()
     }
 
     /// Read into the buffer. Ready(false) when the client closed or the read failed.
@@ -389,6 +435,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 let n = read_buf.filled().len();
                 // SAFETY: poll_read initialised the first n bytes of the spare capacity.
                 unsafe { self.buf.advance_mut(n) };
+                if n > 0 {
+                    self.body_timer = None; // the client is sending: restart the clock
+                }
                 Poll::Ready(n > 0)
             }
         }
@@ -424,9 +473,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
             }
         }
         match self.decode_buffered() {
-            Err(reason) => {
-                crate::warn!("Invalid HTTP request body: {reason}");
-                self.broken = true;
+            Err(r) => {
+                crate::warn!("Invalid HTTP request body: {}", r.reason);
+                self.fail_request(r.status);
                 return true;
             }
             Ok(true) => return true,
@@ -438,7 +487,24 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 self.broken = true;
                 true
             }
+            Poll::Pending if self.body_timed_out(cx) => {
+                crate::warn!("Request body not sent in time; closing the connection");
+                self.fail_request(StatusCode::REQUEST_TIMEOUT);
+                true
+            }
             Poll::Pending => false,
+        }
+    }
+
+    /// The request body turned out bad after the app was called: the app sees a
+    /// disconnect, and the client gets the error unless the app's response had started.
+    fn fail_request(&mut self, status: StatusCode) {
+        self.ex.disconnect();
+        self.broken = true;
+        if self.framing.is_none() {
+            write_error_response(&mut self.out, status, self.shared);
+            self.framing = Some(BodyFraming::None);
+            self.response_ended = true;
         }
     }
 

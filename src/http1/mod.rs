@@ -5,3 +5,6 @@ pub mod conn;
 pub mod decode;
 pub mod encode;
 pub mod parse;
+
+#[cfg(test)]
+mod props;

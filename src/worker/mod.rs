@@ -159,6 +159,9 @@ impl WorkerCore {
             access_log: c.access_log_enabled(),
             keep_alive: std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             header_timeout: std::time::Duration::from_secs_f64(c.timeout_request_header),
+            body_timeout: std::time::Duration::from_secs_f64(c.timeout_request_body),
+            limit_request_body: c.limit_request_body,
+            max_connections: c.worker_connections,
             recycle: self
                 .max_requests
                 .map(|limit| control::Recycle::new(limit, self.control.clone())),

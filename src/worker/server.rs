@@ -141,6 +141,18 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         match accepted {
+            Ok((_, stream)) if over_limit(&shared, &connections) => {
+                // A clean refusal, not a reset: the client learns why.
+                crate::warn!("Refusing a connection: --worker-connections reached");
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let status = http::StatusCode::SERVICE_UNAVAILABLE;
+                    match stream {
+                        Stream::Tcp(s) => conn::reject_and_close(s, status, &shared).await,
+                        Stream::Unix(s) => conn::reject_and_close(s, status, &shared).await,
+                    }
+                });
+            }
             Ok((conn, stream)) => {
                 connections.count.fetch_add(1, Ordering::AcqRel);
                 let guard = ConnGuard(connections.clone());
@@ -161,6 +173,12 @@ async fn accept_loop(
             }
         }
     }
+}
+
+fn over_limit(shared: &ConnShared, connections: &Connections) -> bool {
+    shared
+        .max_connections
+        .is_some_and(|max| connections.count.load(Ordering::Acquire) >= max)
 }
 
 enum Stream {

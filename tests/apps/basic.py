@@ -73,6 +73,15 @@ async def big(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+async def huge(scope, receive, send):
+    """100 MB in 64 KB chunks; send() must wait for a slow reader, not buffer."""
+    chunk = b"y" * 65536
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for _ in range(1600):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def noread(scope, receive, send):
     await respond(send, body=b"ignored the body")
 
@@ -149,6 +158,7 @@ ROUTES = {
     "echo": echo,
     "stream": stream,
     "big": big,
+    "huge": huge,
     "noread": noread,
     "slow": slow,
     "hang": hang,

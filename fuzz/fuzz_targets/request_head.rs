@@ -1,0 +1,19 @@
+//! Any bytes as a request head: the parser must answer Partial, Complete or Reject,
+//! never panic, and never consume more than it was given.
+#![no_main]
+
+use bytes::BytesMut;
+use _ferrocorn::http1::parse::{parse, Limits, Outcome};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let limits = Limits {
+        request_line: 8190,
+        fields: 100,
+        field_size: 8190,
+    };
+    let mut buf = BytesMut::from(data);
+    if let Outcome::Complete(_) = parse(&mut buf, &limits) {
+        assert!(buf.len() < data.len());
+    }
+});
