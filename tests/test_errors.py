@@ -50,6 +50,28 @@ def test_invalid_messages_are_logged_and_answered_500(server, path, logged):
     assert httpx.get(f"{server.url}/count").status_code == 200
 
 
+def test_body_shorter_than_content_length_closes(server):
+    with server.connect() as sock:
+        raw = raw_exchange(
+            sock,
+            b"GET /short_body HTTP/1.1\r\nHost: h\r\n\r\nGET /count HTTP/1.1\r\nHost: h\r\n\r\n",
+        )
+    assert raw == raw.split(b"\r\n\r\n")[0] + b"\r\n\r\n12345<EOF>"
+    server.wait_for_log("Response content shorter than Content-Length")
+
+
+def test_body_longer_than_content_length_is_cut_and_closes(server):
+    with server.connect() as sock:
+        raw = raw_exchange(
+            sock,
+            b"GET /long_body HTTP/1.1\r\nHost: h\r\n\r\nGET /count HTTP/1.1\r\nHost: h\r\n\r\n",
+        )
+    # Exactly the declared 2 bytes, then the connection ends: no desynchronised stream.
+    assert raw.endswith(b"\r\n\r\n12<EOF>")
+    assert raw.count(b"HTTP/1.1 ") == 1
+    server.wait_for_log("Response content longer than Content-Length")
+
+
 def test_worker_survives_everything_above(server):
     assert "panicked" not in server.stderr_text()
     assert server.proc.poll() is None

@@ -82,6 +82,22 @@ async def huge(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+async def short_body(scope, receive, send):
+    """Declares 10 bytes, sends 5."""
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]}
+    )
+    await send({"type": "http.response.body", "body": b"12345"})
+
+
+async def long_body(scope, receive, send):
+    """Declares 2 bytes, sends 5: the rest would be read as the next response."""
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"12345"})
+
+
 async def noread(scope, receive, send):
     await respond(send, body=b"ignored the body")
 
@@ -159,6 +175,8 @@ ROUTES = {
     "stream": stream,
     "big": big,
     "huge": huge,
+    "short_body": short_body,
+    "long_body": long_body,
     "noread": noread,
     "slow": slow,
     "hang": hang,
