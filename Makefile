@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # `release` (LTO) is what ships and what CI tests; `make PROFILE=fast ...` builds quicker.
 PROFILE ?= release
 
-.PHONY: venv build serve test test-rust test-python lint fmt bench bench-quick fuzz-smoke clean
+.PHONY: venv build serve test test-rust test-python lint fmt bench bench-quick bench-memory fuzz-smoke clean
 
 $(BIN)/python: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: build
 
 bench-quick: build
 	bench/run.sh --quick
+
+# RSS growth of a worker across a million keep-alive requests (target < 5%).
+bench-memory: build
+	$(BIN)/python bench/memory.py
 
 # Fuzz the request-head parser and the chunked decoder (cargo install cargo-fuzz).
 # Stable Rust works without a sanitizer; FUZZ_SECONDS sets the time per target.

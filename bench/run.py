@@ -1,19 +1,30 @@
 """Run ferrocorn and its peers on the same apps, interleaved, and print ratios.
 
-Each (round, workload, server) starts the server fresh with one worker, warms it up,
-then measures with wrk on loopback. Reported per (workload, server): median req/s and
-p99 latency over the rounds, server CPU time per request (user+system of the server's
-whole process tree, from /proc: steadier than req/s when wrk shares the 2 cores), and
-the RSS of the idle server after boot.
+For round in 1..R, for each workload, for each server: the server is started fresh with
+one worker, checked (one real request, answer compared), warmed up, then measured with
+wrk on 127.0.0.1. Reported per (workload, server), as the median over the rounds:
+req/s, p99 latency, server CPU time per request (user+system of the server's whole
+process tree, from /proc), and the RSS of the idle server tree after boot. Ratios are
+against granian. Errors (non-2xx responses, socket errors) are flagged loudly.
+
+Exit status: 0, or 1 when ferrocorn was asked for and failed to serve (did not start,
+answered wrongly, died, or had errors under load). A failing peer is reported, not fatal.
+
+Normally started by bench/run.sh, which prepares bench/.venv and wrk.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
+import http.client
+import json
 import os
 import platform
 import re
+import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -21,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,95 +41,87 @@ PEERS_BIN = HERE / ".venv" / "bin"
 FERROCORN_PYTHON = os.environ.get("FERROCORN_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+HOST = "127.0.0.1"
 
+ALL_SERVERS = ("ferrocorn", "granian", "uvicorn", "gunicorn")
+BASELINE = "granian"
+ECHO_BODY = bytes(range(256)) * 40  # 10240 bytes, for the correctness check
+
+
+# name: (app, path, wrk script name or None)
 WORKLOADS = {
-    # name: (app, path, wrk lua script or None)
     "hello": ("examples.hello:app", "/", None),
     "fastapi": ("examples.fastapi_app:app", "/json", None),
-    "echo10k": ("examples.echo:app", "/", "post10k"),
+    "echo": ("examples.echo:app", "/", "post10k"),
 }
+LUA_SCRIPTS = {"post10k": HERE / "post10k.lua"}  # a 10 KB POST
 
-LUA = {
-    "post10k": 'wrk.method = "POST"\nwrk.body = string.rep("x", 10240)\n'
-    'wrk.headers["Content-Type"] = "application/octet-stream"\n',
+
+@dataclass(frozen=True)
+class Check:
+    """The one request made before a run, and the answer it must get."""
+
+    method: str
+    body: bytes
+    expect: bytes | dict  # exact body, or the JSON it must decode to
+
+
+CHECKS = {
+    "hello": Check("GET", b"", b"Hello, world!"),
+    "fastapi": Check("GET", b"", {"message": "Hello, world!", "items": [1, 2, 3]}),
+    "echo": Check("POST", ECHO_BODY, ECHO_BODY),
 }
+ALIASES = {"echo10k": "echo", "json": "fastapi"}
 
 
 def server_command(server: str, app: str, port: int) -> list[str]:
+    """The command line for one server: one worker, no access log, uvloop everywhere."""
     if server == "ferrocorn":
+        # Default log level (info): "ferrocorn ready" is an info line; it logs nothing per
+        # request without the access log.
         return [
-            FERROCORN_PYTHON,
-            "-m",
-            "ferrocorn",
-            app,
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+            FERROCORN_PYTHON, "-m", "ferrocorn", app,
+            "--host", HOST, "--port", str(port), "--workers", "1",
+            "--no-access-log", "--loop", "uvloop",
+        ]  # fmt: skip
     if server == "granian":
         return [
-            str(PEERS_BIN / "granian"),
-            "--interface",
-            "asgi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-            app,
-        ]
+            str(PEERS_BIN / "granian"), "--interface", "asgi",
+            "--host", HOST, "--port", str(port), "--workers", "1",
+            "--no-ws", "--log-level", "warning", "--loop", "uvloop", app,
+        ]  # fmt: skip
     if server == "uvicorn":
         return [
-            str(PEERS_BIN / "uvicorn"),
-            app,
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-        ]
+            str(PEERS_BIN / "uvicorn"), app,
+            "--host", HOST, "--port", str(port), "--workers", "1",
+            "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
+        ]  # fmt: skip
     if server == "gunicorn":
+        # UvicornWorker: uvloop and httptools when installed; gunicorn logs no access by default.
         return [
-            str(PEERS_BIN / "gunicorn"),
-            "-k",
-            "uvicorn_worker.UvicornWorker",
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            app,
-        ]
+            str(PEERS_BIN / "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", "1",
+            "-b", f"{HOST}:{port}", "--log-level", "warning", app,
+        ]  # fmt: skip
     raise ValueError(server)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# --- /proc accounting -----------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str]:
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def tree_pids(root_pid: int) -> list[int]:
+    """root_pid and all its descendants, found through the ppid of every process."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
+                ppid = int(_stat_fields(int(entry))[1])
+            except (OSError, IndexError, ValueError):
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry))
     pids, todo = [], [root_pid]
     while todo:
@@ -128,111 +131,291 @@ def tree_pids(root_pid: int) -> list[int]:
     return pids
 
 
+def start_time(pid: int) -> int | None:
+    """A process's start time (stat field 22): tells a live pid from a reused one."""
+    try:
+        return int(_stat_fields(pid)[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def tree_cpu_seconds(root_pid: int) -> float:
-    total = 0
+    """utime + stime (all threads) summed over the process tree."""
+    ticks = 0
     for pid in tree_pids(root_pid):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(pid)
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLOCK_TICKS
+        ticks += int(fields[11]) + int(fields[12])  # stat fields 14 and 15
+    return ticks / CLOCK_TICKS
 
 
 def tree_rss_mb(root_pid: int) -> float:
-    total = 0
+    pages = 0
     for pid in tree_pids(root_pid):
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-        except OSError:
+            pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        except (OSError, IndexError):
             continue
-    return total * PAGE_SIZE / 1e6
+    return pages * PAGE_SIZE / 1e6
 
 
-def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- server processes -----------------------------------------------------------------
+
+LIVE: dict[int, subprocess.Popen] = {}  # every server still running, by pid
+
+
+def stop_server(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the server's process group, then SIGKILL it and any stray descendant."""
+    strays = [(pid, start_time(pid)) for pid in tree_pids(proc.pid)[1:]]
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for pid, started in strays:  # a descendant that left the process group, if still there
+        if started is not None and start_time(pid) == started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    proc.wait()
+    LIVE.pop(proc.pid, None)
+
+
+def stop_all_servers() -> None:
+    for proc in list(LIVE.values()):
+        stop_server(proc, grace=2.0)
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)  # unwinds through every `finally`, which stops servers
+
+
+# --- HTTP checks and wrk --------------------------------------------------------------
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def http_request(
+    port: int, path: str, method: str = "GET", body: bytes = b"", timeout: float = 2.0
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/octet-stream"} if body else {}
+        conn.request(method, path, body=body or None, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(port: int, path: str, proc, timeout: float = 30.0, log: Path | None = None):
+    """Wait until the server answers 200 to a GET on path. With log (ferrocorn's output),
+    wait for its "ferrocorn ready" line first. Raises RunFailed."""
     deadline = time.monotonic() + timeout
+    need_line = log is not None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
-                if r.status == 200:
+            raise RunFailed(f"server exited with status {proc.returncode} before serving")
+        if need_line:
+            need_line = "ferrocorn ready" not in log.read_text(errors="replace")
+        if not need_line:
+            try:
+                if http_request(port, path, timeout=1.0)[0] == 200:
                     return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
+            except (OSError, http.client.HTTPException):
+                pass
+        time.sleep(0.1)
+    what = '"ferrocorn ready" on stderr' if need_line else f"a 200 on GET {path}"
+    raise RunFailed(f"no {what} within {timeout:g} s")
 
 
-def run_wrk(url: str, seconds: float, connections: int, script: str | None) -> dict:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        if script:
-            f.write(LUA[script])
-            cmd[1:1] = ["-s", f.name]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(f.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    bad = (int(non2xx.group(1)) if non2xx else 0) + (
-        sum(int(g) for g in errors.groups()) if errors else 0
-    )
-    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "requests": total, "errors": bad}
-
-
-def measure(server: str, workload: str, args) -> dict:
-    app, path, script = WORKLOADS[workload]
-    port = free_port()
-    proc = subprocess.Popen(
-        server_command(server, app, port),
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_ready(port, path, proc)
-        time.sleep(0.5)
-        rss = tree_rss_mb(proc.pid)
-        url = f"http://127.0.0.1:{port}{path}"
-        run_wrk(url, args.warmup, args.connections, script)
-        cpu_before = tree_cpu_seconds(proc.pid)
-        result = run_wrk(url, args.duration, args.connections, script)
-        cpu = tree_cpu_seconds(proc.pid) - cpu_before
-        result["cpu_us_per_req"] = cpu / max(result["requests"], 1) * 1e6
-        result["rss_mb"] = rss
-        return result
-    except Exception:
-        proc.poll()
-        sys.stderr.write(f"{server}/{workload} failed; server stderr:\n")
-        if proc.returncode is not None:
-            sys.stderr.write(proc.stderr.read())
-        raise
-    finally:
+def check_answer(port: int, path: str, check: Check) -> None:
+    status, body = http_request(port, path, check.method, check.body)
+    if status != 200:
+        raise RunFailed(f"{check.method} {path} answered {status}")
+    if isinstance(check.expect, dict):
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            ok = json.loads(body) == check.expect
+        except ValueError:
+            ok = False
+    else:
+        ok = body == check.expect
+    if not ok:
+        raise RunFailed(f"{check.method} {path}: unexpected body {body[:80]!r} ({len(body)} B)")
 
 
-def versions() -> str:
-    def pip_version(python: str, name: str) -> str:
-        code = f"import importlib.metadata as m; print(m.version({name!r}))"
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True)
-        return out.stdout.strip() or "?"
+LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
-    peers = str(PEERS_BIN / "python")
-    parts = [f"ferrocorn {pip_version(FERROCORN_PYTHON, 'ferrocorn')}"]
-    parts += [f"{n} {pip_version(peers, n)}" for n in ("granian", "uvicorn", "gunicorn")]
-    return ", ".join(parts)
+
+def run_wrk(url: str, seconds: int, connections: int, script: str | None, threads: int = 1) -> dict:
+    """One wrk run (script: a LUA_SCRIPTS name or None). Raises RunFailed if wrk fails."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency"]
+    if script:
+        cmd += ["-s", str(LUA_SCRIPTS[script])]
+    cmd.append(url)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    out = proc.stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in ", out)
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.MULTILINE)
+    if proc.returncode != 0 or not (rps and total and p99):
+        raise RunFailed(f"wrk failed ({proc.returncode}): {(proc.stderr or out).strip()[:300]}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result = {
+        "rps": float(rps.group(1)),
+        "requests": int(total.group(1)),
+        "p99_ms": float(p99.group(1)) * LATENCY_UNITS[p99.group(2)],
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "sock_errors": sum(int(g) for g in sock.groups()) if sock else 0,
+        "sock_detail": sock.group(0) if sock else "",
+    }
+    result["errors"] = result["non2xx"] + result["sock_errors"]
+    return result
+
+
+@dataclass
+class Run:
+    ok: bool = False
+    reason: str = ""
+    log_tail: str = ""
+    data: dict = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        return self.data.get("errors", 0)
+
+
+def measure(server: str, workload: str, args, logdir: Path) -> Run:
+    app, path, script = WORKLOADS[workload]
+    run = Run()
+    if server == "ferrocorn" and not os.access(FERROCORN_PYTHON, os.X_OK):
+        run.reason = f"FERROCORN_PYTHON={FERROCORN_PYTHON} is not an executable"
+        return run
+    port = free_port()
+    url = f"http://{HOST}:{port}{path}"
+    log = logdir / f"{server}-{workload}.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with log.open("wb") as logfile:
+        proc = subprocess.Popen(
+            server_command(server, app, port),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killpg reaches every worker
+        )
+    LIVE[proc.pid] = proc
+    try:
+        wait_ready(port, path, proc, args.boot_timeout, log if server == "ferrocorn" else None)
+        check_answer(port, path, CHECKS[workload])
+        time.sleep(0.5)
+        run.data["rss_mb"] = tree_rss_mb(proc.pid)
+        if args.warmup > 0:
+            warm = run_wrk(url, args.warmup, args.connections, script, args.threads)
+            run.data["warmup_errors"] = warm["errors"]
+        cpu0, busy0, kids0 = (
+            tree_cpu_seconds(proc.pid),
+            machine_busy_seconds(),
+            children_cpu_seconds(),
+        )
+        t0 = time.monotonic()
+        result = run_wrk(url, args.duration, args.connections, script, args.threads)
+        elapsed = time.monotonic() - t0
+        cpu = tree_cpu_seconds(proc.pid) - cpu0
+        busy, wrk_cpu = machine_busy_seconds() - busy0, children_cpu_seconds() - kids0
+        if proc.poll() is not None:
+            raise RunFailed(f"server died during the run (status {proc.returncode})")
+        run.data.update(result)
+        run.data["cpu_us_per_req"] = cpu / max(result["requests"], 1) * 1e6
+        run.data["server_cores"] = cpu / elapsed
+        run.data["wrk_cores"] = wrk_cpu / elapsed
+        # Whatever else kept the CPUs busy meanwhile (other processes, this script).
+        run.data["other_cores"] = max(0.0, busy - cpu - wrk_cpu) / elapsed
+        run.ok = result["requests"] > 0
+        if not run.ok:
+            run.reason = "no request completed"
+    except (RunFailed, OSError, http.client.HTTPException, subprocess.TimeoutExpired) as exc:
+        run.reason = str(exc) or type(exc).__name__
+    finally:
+        stop_server(proc)
+    if not run.ok:
+        lines = log.read_text(errors="replace").splitlines()
+        run.log_tail = "\n".join(lines[-25:])
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# --- environment report ---------------------------------------------------------------
+
+PEER_DISTS = (
+    "granian", "uvicorn", "gunicorn", "uvicorn-worker", "fastapi", "starlette", "pydantic",
+    "uvloop", "httptools",
+)  # fmt: skip
+FERROCORN_DISTS = ("ferrocorn", "fastapi", "starlette", "pydantic", "uvloop")
+
+
+def dist_versions(python: str, dists: tuple[str, ...]) -> str:
+    code = (
+        "import importlib.metadata as m, platform, sys\n"
+        "def v(n):\n"
+        "    try: return m.version(n)\n"
+        "    except m.PackageNotFoundError: return 'missing'\n"
+        f"print(', '.join(f'{{n}} {{v(n)}}' for n in {dists!r}) + "
+        "', Python ' + platform.python_version())"
+    )
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        return f"unavailable ({exc})"
+    return out.stdout.strip() or f"unavailable ({out.stderr.strip()[-200:]})"
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "?"
+    return f"{rev or '?'}{' + uncommitted changes' if dirty else ''}"
 
 
 def machine() -> str:
@@ -241,75 +424,205 @@ def machine() -> str:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    python = platform.python_version()
-    return f"{os.cpu_count()} cores, {model}, Linux {platform.release()}, Python {python}"
+    nproc = len(os.sched_getaffinity(0))
+    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
+    return (
+        f"nproc {nproc}, {model}, {int(mem) / 2**20:.0f} GiB RAM, "
+        f"kernel {platform.system()} {platform.release()}"
+    )
+
+
+def wrk_version() -> str:
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    return (out.stdout or out.stderr).split("\n", 1)[0].split(" Copyright")[0].strip()
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def fmt_ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
+def build_report(args, servers, workloads, results, started) -> tuple[str, list[str]]:
+    """The markdown report, and the loud problems (errors, failures) to repeat on stderr."""
+    problems: list[str] = []
+
+    def med(workload: str, server: str, key: str) -> float | None:
+        runs = [r for r in results.get((workload, server), []) if r.ok]
+        return statistics.median(r.data[key] for r in runs) if runs else None
+
+    lines = [
+        f"# ferrocorn benchmark, {started:%Y-%m-%d %H:%M}",
+        "",
+        f"- Machine: {machine()}",
+        f"- ferrocorn: {dist_versions(FERROCORN_PYTHON, FERROCORN_DISTS)} "
+        f"({FERROCORN_PYTHON}, git {git_revision()})",
+        f"- Peers: {dist_versions(str(PEERS_BIN / 'python'), PEER_DISTS)} (bench/.venv)",
+        f"- Load: {wrk_version()}, `wrk -t{args.threads} -c{args.connections} --latency` "
+        f"on {HOST}, {args.warmup} s warm-up + {args.duration} s measured per run, "
+        f"median of {args.rounds} interleaved round(s), one worker per server",
+        "",
+        "| workload | server | req/s | p99 ms | CPU µs/req | idle RSS MB "
+        f"| req/s vs {BASELINE} | CPU vs {BASELINE} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for workload in workloads:
+        base_rps, base_cpu = (
+            med(workload, BASELINE, "rps"),
+            med(workload, BASELINE, "cpu_us_per_req"),
+        )
+        for server in servers:
+            runs = results.get((workload, server), [])
+            good = [r for r in runs if r.ok]
+            errors = sum(r.errors for r in runs)
+            label = server
+            if len(good) < len(runs):
+                label += f" **FAILED {len(runs) - len(good)}/{len(runs)}**"
+            if errors:
+                label += f" **{errors} ERRORS**"
+            for i, r in enumerate(runs, 1):
+                if not r.ok:
+                    problems.append(f"{workload}/{server} round {i} FAILED: {r.reason}")
+                elif r.data.get("warmup_errors"):
+                    problems.append(
+                        f"{workload}/{server} round {i}: {r.data['warmup_errors']} errors "
+                        "during the warm-up (not in the measured run)"
+                    )
+                if r.ok and r.errors:
+                    problems.append(
+                        f"{workload}/{server} round {i}: {r.errors} ERRORS "
+                        f"({r.data['non2xx']} non-2xx; {r.data['sock_detail']})"
+                    )
+            if not good:
+                lines.append(f"| {workload} | {label} | FAILED | - | - | - | - | - |")
+                continue
+            rps, cpu = med(workload, server, "rps"), med(workload, server, "cpu_us_per_req")
+            lines.append(
+                f"| {workload} | {label} | {rps:.0f} | {med(workload, server, 'p99_ms'):.2f} "
+                f"| {cpu:.1f} | {med(workload, server, 'rss_mb'):.1f} "
+                f"| {fmt_ratio(rps, base_rps)} | {fmt_ratio(cpu, base_cpu)} |"
+            )
+    all_runs = [r for rs in results.values() for r in rs if r.ok]
+    lines.append("")
+    if all_runs:
+        other = max(r.data["other_cores"] for r in all_runs)
+        wrk = statistics.median(r.data["wrk_cores"] for r in all_runs)
+        lines.append(
+            f"CPU µs/req: user+system time of the server's process tree / requests served. "
+            f"wrk used a median {wrk:.2f} core(s); other processes at most {other:.2f} "
+            "core(s) during a measured run."
+        )
+        if other > 0.15:
+            problems.append(
+                f"NOISY MACHINE: other processes used up to {other:.2f} core(s) during "
+                "measured runs; req/s and p99 are not trustworthy (CPU µs/req less affected)"
+            )
+    if BASELINE not in servers:
+        lines.append(f"Ratios need {BASELINE} in --servers.")
+    if problems:
+        lines += ["", "## Problems", ""] + [f"- {p}" for p in problems]
+    return "\n".join(lines), problems
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def parse_list(text: str, known, aliases=None, what="name") -> list[str]:
+    names = []
+    for name in (n.strip() for n in text.split(",")):
+        name = (aliases or {}).get(name, name)
+        if name not in known:
+            raise SystemExit(f"unknown {what} {name!r}; choose from {', '.join(known)}")
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true", help="CI smoke: 1 round, 2 s, hello only")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=10)
-    p.add_argument("--warmup", type=float, default=2)
-    p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--servers", default="ferrocorn,granian,uvicorn,gunicorn")
-    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke: 1 round, 1 s warm-up + 2 s per run, hello only (explicit flags win)",
+    )
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    p.add_argument("--duration", type=int, help="measured seconds per run (default 10)")
+    p.add_argument("--warmup", type=int, help="warm-up seconds per run (default 2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
+    p.add_argument("--boot-timeout", type=float, default=30, help="seconds to start serving")
+    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated")
+    p.add_argument("--workloads", help=f"comma-separated from {', '.join(WORKLOADS)}")
+    p.add_argument("--out", type=Path, default=HERE / "out", help="where results-*.md go")
     args = p.parse_args()
-    if args.quick:
-        args.rounds, args.duration, args.warmup, args.workloads = 1, 2, 1, "hello"
-    servers = args.servers.split(",")
-    workloads = args.workloads.split(",")
+    quick = {"rounds": 1, "duration": 2, "warmup": 1, "workloads": "hello"}
+    full = {"rounds": 3, "duration": 10, "warmup": 2, "workloads": ",".join(WORKLOADS)}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
+        p.error("need --rounds >= 1, --duration >= 1, --warmup >= 0")
+    servers = parse_list(args.servers, ALL_SERVERS, what="server")
+    workloads = parse_list(args.workloads, WORKLOADS, ALIASES, what="workload")
+    if shutil.which("wrk") is None:
+        p.error("wrk is not installed (bench/run.sh installs it: apt-get install -y wrk)")
 
-    results: dict[tuple[str, str], list[dict]] = {}
-    for rnd in range(args.rounds):
-        for workload in workloads:
-            for server in servers:
-                r = measure(server, workload, args)
-                results.setdefault((workload, server), []).append(r)
-                print(
-                    f"round {rnd + 1} {workload:8} {server:10} {r['rps']:>10.0f} req/s "
-                    f"p99 {r['p99_ms']:.2f} ms  {r['cpu_us_per_req']:.1f} us/req",
-                    flush=True,
-                )
+    sys.stdout.reconfigure(errors="backslashreplace")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    atexit.register(stop_all_servers)
 
-    def med(workload: str, server: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[(workload, server)])
+    started = datetime.datetime.now()
+    total = args.rounds * len(workloads) * len(servers)
+    estimate = total * (args.warmup + args.duration + 2)
+    print(f"{total} runs, about {estimate // 60} min {estimate % 60} s", flush=True)
+    results: dict[tuple[str, str], list[Run]] = {}
+    with tempfile.TemporaryDirectory(prefix="ferrocorn-bench-") as tmp:
+        try:
+            for rnd in range(1, args.rounds + 1):
+                for workload in workloads:
+                    for server in servers:
+                        run = measure(server, workload, args, Path(tmp))
+                        results.setdefault((workload, server), []).append(run)
+                        head = f"round {rnd}/{args.rounds} {workload:8} {server:10}"
+                        if run.ok:
+                            d = run.data
+                            flag = f"  !! {run.errors} ERRORS" if run.errors else ""
+                            print(
+                                f"{head} {d['rps']:>9.0f} req/s  p99 {d['p99_ms']:6.2f} ms  "
+                                f"{d['cpu_us_per_req']:6.1f} µs/req  "
+                                f"{d['rss_mb']:5.1f} MB  other {d['other_cores']:.2f} cores"
+                                f"{flag}",
+                                flush=True,
+                            )
+                        else:
+                            print(f"{head} FAILED: {run.reason}", flush=True)
+                            if run.log_tail:
+                                print("  server output (last lines):", flush=True)
+                                print("    " + run.log_tail.replace("\n", "\n    "), flush=True)
+        except KeyboardInterrupt:
+            print("\ninterrupted; servers stopped", file=sys.stderr)
+            return 130
+        finally:
+            stop_all_servers()
 
-    lines = [
-        f"Date: {datetime.date.today()}  Machine: {machine()}",
-        f"Versions: {versions()}",
-        f"wrk -t1 -c{args.connections}, {args.duration:g} s per run, median of {args.rounds} "
-        "round(s), one worker each, interleaved",
-        "",
-        "| workload | server | req/s | p99 ms | CPU us/req | idle RSS MB | req/s vs granian "
-        "| CPU vs granian |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    failed = False
-    for workload in workloads:
-        for server in servers:
-            rps = med(workload, server, "rps")
-            cpu = med(workload, server, "cpu_us_per_req")
-            errors = sum(r["errors"] for r in results[(workload, server)])
-            failed |= server == "ferrocorn" and (errors > 0 or rps == 0)
-            ratio = cpu_ratio = "-"
-            if "granian" in servers:
-                ratio = f"{rps / med(workload, 'granian', 'rps'):.2f}x"
-                cpu_ratio = f"{cpu / med(workload, 'granian', 'cpu_us_per_req'):.2f}x"
-            note = f" ({errors} errors)" if errors else ""
-            p99 = med(workload, server, "p99_ms")
-            rss = med(workload, server, "rss_mb")
-            lines.append(
-                f"| {workload} | {server}{note} | {rps:.0f} | {p99:.2f} "
-                f"| {cpu:.1f} | {rss:.1f} | {ratio} | {cpu_ratio} |"
-            )
-    table = "\n".join(lines)
-    print("\n" + table)
-    out_dir = HERE / "out"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"results-{datetime.datetime.now():%Y%m%d-%H%M%S}.md").write_text(table + "\n")
-    if failed:
-        print("ferrocorn served errors or nothing", file=sys.stderr)
+    report, problems = build_report(args, servers, workloads, results, started)
+    print("\n" + report, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"results-{started:%Y%m%d-%H%M%S}.md"
+    path.write_text(report + "\n")
+    print(f"\nwritten to {path}")
+    for problem in problems:
+        print(f"!!! {problem}", file=sys.stderr)
+    ferrocorn_runs = [r for (_, s), rs in results.items() if s == "ferrocorn" for r in rs]
+    if any(not r.ok or r.errors for r in ferrocorn_runs):
+        print("!!! ferrocorn failed to serve cleanly (see above)", file=sys.stderr)
         return 1
     return 0
 

@@ -1,18 +1,36 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: ferrocorn vs granian, uvicorn and gunicorn+uvicorn-worker.
-# Usage: bench/run.sh [--quick] [--rounds N] [--duration S] [--servers a,b] [--workloads a,b]
+# One command for the side-by-side benchmark: ferrocorn vs granian, uvicorn, and gunicorn
+# with uvicorn-worker. Prepares bench/.venv (peers from PyPI) and wrk, then runs run.py.
+#
+#   bench/run.sh                      # 3 rounds x 3 workloads x 4 servers, 10 s each
+#   bench/run.sh --quick              # CI smoke: 1 round, 2 s, hello world only
+#   bench/run.sh --servers ferrocorn,granian --workloads hello,echo --rounds 5
+#
+# ferrocorn is run by $FERROCORN_PYTHON (default: the project's .venv/bin/python), an
+# interpreter where ferrocorn is already installed; this script never builds it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 venv="$here/.venv"
+
 if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip
+  echo "== creating $venv" >&2
+  "${PYTHON:-python3}" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
 fi
-# Peers come from PyPI into their own venv; ferrocorn is the project's build (.venv).
-"$venv/bin/pip" install --quiet uvicorn granian gunicorn uvicorn-worker fastapi uvloop httptools
+# Unpinned: a no-op when everything is there; each results file records the versions.
+"$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt"
+
 if ! command -v wrk >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "== installing wrk" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  else
+    echo "wrk is missing: run 'sudo apt-get install -y wrk' (Debian/Ubuntu) first" >&2
+    exit 1
+  fi
 fi
+
 export FERROCORN_PYTHON="${FERROCORN_PYTHON:-$root/.venv/bin/python}"
 exec "$venv/bin/python" "$here/run.py" "$@"
