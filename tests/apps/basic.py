@@ -65,21 +65,21 @@ async def stream(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
-async def big(scope, receive, send):
-    chunk = b"x" * 65536
+async def stream_chunks(send, count, chunk=b"x" * 65536):
+    """A streamed response of `count` chunks (no content-length: chunked on the wire)."""
     await send({"type": "http.response.start", "status": 200, "headers": []})
-    for _ in range(16):
+    for _ in range(count):
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def big(scope, receive, send):
+    await stream_chunks(send, 16)
 
 
 async def huge(scope, receive, send):
     """100 MB in 64 KB chunks; send() must wait for a slow reader, not buffer."""
-    chunk = b"y" * 65536
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    for _ in range(1600):
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+    await stream_chunks(send, 1600)
 
 
 async def short_body(scope, receive, send):
