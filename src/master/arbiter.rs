@@ -86,8 +86,9 @@ struct Arbiter {
     exit_code: i32,
     /// Old workers waiting to be replaced, one at a time (HUP, --max-requests).
     to_replace: VecDeque<u64>,
-    /// The replacement being booted, and the worker it replaces.
-    replacing: Option<(u64, u64)>,
+    /// The replacement being booted, and the worker it replaces (None once that one
+    /// died on its own while its replacement booted).
+    replacing: Option<(u64, Option<u64>)>,
 }
 
 /// Entry point of the master: bind, spawn, supervise; returns the process exit code.
@@ -227,7 +228,9 @@ impl Arbiter {
             if new == key {
                 // The replacement serves now: drain the worker it replaces.
                 self.replacing = None;
-                self.retire(old).await;
+                if let Some(old) = old {
+                    self.retire(old).await;
+                }
                 self.replace_next().await;
             }
         }
@@ -259,10 +262,10 @@ impl Arbiter {
             worker.pid,
             describe(status)
         );
-        if let Some((new, old)) = self.replacing {
+        if let Some((new, Some(old))) = self.replacing {
             if old == key {
                 // The worker being replaced died: its replacement simply takes over.
-                self.replacing = Some((new, u64::MAX));
+                self.replacing = Some((new, None));
                 return;
             }
         }
@@ -318,7 +321,7 @@ impl Arbiter {
                 continue;
             }
             if let Some(new) = self.spawn().await {
-                self.replacing = Some((new, old));
+                self.replacing = Some((new, Some(old)));
             }
             return;
         }

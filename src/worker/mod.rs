@@ -167,7 +167,7 @@ impl WorkerCore {
                 .map(|limit| control::Recycle::new(limit, self.control.clone())),
         });
         let handle = py
-            .allow_threads(|| server::start(&self.config, &self.listeners, shared))
+            .allow_threads(|| server::start(&self.listeners, shared))
             .map_err(runtime_error)?;
         self.server = Some(handle);
         Ok(self.bridge.fd())

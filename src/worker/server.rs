@@ -3,7 +3,6 @@
 //! connections on a graceful stop. It never touches Python.
 
 use crate::asgi::exchange::ConnInfo;
-use crate::config::Config;
 use crate::control::ListenerSpec;
 use crate::http1::conn::{self, ConnShared};
 use crate::worker::bridge::Event;
@@ -48,12 +47,7 @@ impl Drop for ConnGuard {
     }
 }
 
-pub fn start(
-    config: &Config,
-    listeners: &[ListenerSpec],
-    shared: Arc<ConnShared>,
-) -> std::io::Result<ServerHandle> {
-    let _ = config;
+pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Result<ServerHandle> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
