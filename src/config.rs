@@ -35,6 +35,44 @@ pub enum LogLevel {
     Critical,
 }
 
+/// `--ws`: WebSocket support. The uvicorn implementation names mean `auto`: ferrocorn
+/// has one implementation, in Rust.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WsMode {
+    Auto,
+    None,
+    Websockets,
+    WebsocketsSansio,
+    Wsproto,
+}
+
+/// `--http`: which HTTP versions a connection may speak.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpMode {
+    /// HTTP/1.1, and HTTP/2 by ALPN, by prior knowledge or by `Upgrade: h2c`.
+    Auto,
+    /// HTTP/1.1 only.
+    #[value(name = "1", alias = "h11", alias = "httptools")]
+    #[serde(rename = "1")]
+    Http1,
+    /// HTTP/2 only.
+    #[value(name = "2")]
+    #[serde(rename = "2")]
+    Http2,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[value(name = "1.2")]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[value(name = "1.3")]
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
 #[derive(Parser, Debug, Clone, Serialize, Deserialize)]
 #[command(
     name = "ferrocorn",
@@ -188,6 +226,72 @@ pub struct Config {
     /// Write the master's pid to this file.
     #[arg(long)]
     pub pid: Option<String>,
+
+    /// WebSocket support; "none" serves upgrade requests as plain HTTP.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub ws: WsMode,
+
+    /// Largest incoming WebSocket message in bytes (close 1009 beyond it).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub ws_max_size: usize,
+
+    /// Incoming WebSocket messages buffered for the app before the server stops reading.
+    #[arg(long, default_value_t = 32)]
+    pub ws_max_queue: usize,
+
+    /// Seconds between the server's pings to a WebSocket client; 0 disables them.
+    #[arg(long, default_value_t = 20.0)]
+    pub ws_ping_interval: f64,
+
+    /// Close a WebSocket (1011) whose client has not answered a ping within this many seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub ws_ping_timeout: f64,
+
+    /// Negotiate permessage-deflate compression when the client offers it.
+    #[arg(long, default_value = "true", value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub ws_per_message_deflate: bool,
+
+    /// HTTP versions: "auto" (1.1 and 2), "1" (1.1 only), "2" (2 only).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub http: HttpMode,
+
+    /// Streams one HTTP/2 client may have open at once.
+    #[arg(long, default_value_t = 100)]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Largest HTTP/2 header list accepted, in bytes.
+    #[arg(long, default_value_t = 65536)]
+    pub http2_max_header_list_size: u32,
+
+    /// Largest HTTP/2 frame accepted, in bytes (16384 to 16777215).
+    #[arg(long, default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(16384..=16_777_215))]
+    pub http2_max_frame_size: u32,
+
+    /// TLS certificate chain (PEM). With --ssl-keyfile, serves HTTPS.
+    #[arg(long)]
+    pub ssl_certfile: Option<String>,
+
+    /// TLS private key (PEM).
+    #[arg(long)]
+    pub ssl_keyfile: Option<String>,
+
+    /// Password of an encrypted --ssl-keyfile.
+    #[arg(long)]
+    pub ssl_keyfile_password: Option<String>,
+
+    /// CA certificates (PEM) to verify client certificates against.
+    #[arg(long)]
+    pub ssl_ca_certs: Option<String>,
+
+    /// Client certificates: 0 not asked for, 1 optional, 2 required (as Python's ssl.CERT_*).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub ssl_cert_reqs: u8,
+
+    /// Oldest TLS version accepted.
+    #[arg(long, value_enum, default_value = "1.2")]
+    pub ssl_min_version: TlsVersion,
 }
 
 impl Config {
@@ -199,5 +303,11 @@ impl Config {
     }
     pub fn date_header_enabled(&self) -> bool {
         !self.no_date_header
+    }
+    pub fn websockets_enabled(&self) -> bool {
+        self.ws != WsMode::None
+    }
+    pub fn tls_enabled(&self) -> bool {
+        self.ssl_certfile.is_some()
     }
 }

@@ -4,9 +4,12 @@ pub mod asgi;
 pub mod config;
 pub mod control;
 pub mod http1;
+pub mod http2;
 pub mod log;
 pub mod master;
+pub mod tls;
 pub mod worker;
+pub mod ws;
 
 use clap::Parser;
 use pyo3::prelude::*;

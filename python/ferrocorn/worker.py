@@ -20,10 +20,12 @@ from ferrocorn._app import AppLoadError, load_app
 from ferrocorn._lifespan import Lifespan, LifespanFailed
 
 HEARTBEAT_SECONDS = 1.0
+WEBSOCKET_CLOSE_GRACE = 0.1
 
 
 async def run_http(app: Any, scope: dict, receive: Any, send: Any) -> None:
-    """One request: call the app; the Rust side answers 500 or closes if it fails."""
+    """One request or WebSocket: call the app; the Rust side answers 500 (or closes the
+    connection) if it fails."""
     try:
         await app(scope, receive, send)
     except BaseException as exc:
@@ -121,6 +123,11 @@ class Worker:
                 await asyncio.wait_for(asyncio.shield(self.drained), timeout)
             except asyncio.TimeoutError:
                 self.log("error", "Cancel running requests: graceful shutdown timeout exceeded")
+        if not self.drained.done():
+            # WebSockets still open get close 1012 now; a moment lets their handlers see
+            # websocket.disconnect before the remaining tasks are cancelled.
+            self.core.close_websockets()
+            await asyncio.sleep(WEBSOCKET_CLOSE_GRACE)
         await self._cancel_requests(keep=lifespan.task)
         await lifespan.shutdown()
         loop.remove_reader(fd)

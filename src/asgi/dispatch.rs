@@ -1,9 +1,12 @@
 //! Runs on the asyncio loop's thread: takes a batch of events from the bridge (one GIL
 //! acquisition for the whole batch) and turns each into Python work: a task for a new
-//! request, a completed future for a waiting receive()/send(), a stop notice.
+//! request or WebSocket, a completed future for a waiting receive()/send(), a stop
+//! notice.
 
+use super::exchange::Session;
 use super::http::{self, HttpContext};
 use super::scope::ScopeBuilder;
+use super::websocket;
 use crate::worker::bridge::Event;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -29,7 +32,7 @@ impl Dispatcher {
         runner: PyObject,
         state: Py<PyDict>,
         on_control: PyObject,
-        root_path: &str,
+        scopes: ScopeBuilder,
     ) -> PyResult<Self> {
         Ok(Dispatcher {
             app,
@@ -37,7 +40,7 @@ impl Dispatcher {
             create_task: event_loop.getattr("create_task")?.unbind(),
             on_control,
             state,
-            scopes: ScopeBuilder::new(py, root_path)?,
+            scopes,
             http: Arc::new(HttpContext::new(py, event_loop)?),
         })
     }
@@ -46,6 +49,7 @@ impl Dispatcher {
         let result = match event {
             Event::Request(head) => self.start_request(py, &head),
             Event::Wake(exchange) => http::wake(py, &exchange),
+            Event::WsWake(session) => websocket::wake(py, &session),
             Event::Stop { graceful } => self
                 .on_control
                 .call1(py, (if graceful { "stop" } else { "quit" },))
@@ -65,10 +69,17 @@ impl Dispatcher {
         head: &super::exchange::RequestHead,
     ) -> PyResult<()> {
         let scope = self.scopes.build(py, head, self.state.bind(py))?;
-        let (receive, send) = http::callables(py, &head.exchange, &self.http)?;
-        let coro = self
-            .runner
-            .call1(py, (self.app.clone_ref(py), scope, receive, send))?;
+        let app = self.app.clone_ref(py);
+        let coro = match &head.session {
+            Session::Http(exchange) => {
+                let (receive, send) = http::callables(py, exchange, &self.http)?;
+                self.runner.call1(py, (app, scope, receive, send))?
+            }
+            Session::WebSocket(session) => {
+                let (receive, send) = websocket::callables(py, session, &self.http)?;
+                self.runner.call1(py, (app, scope, receive, send))?
+            }
+        };
         self.create_task.call1(py, (coro,))?;
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! One request/response exchange, shared by the I/O thread (hyper) and the Python
+//! One request/response exchange, shared by the I/O thread (HTTP/1.1 or HTTP/2) and the Python
 //! thread (the ASGI app's `receive()` and `send()`).
 //!
 //! The I/O side fills the request body and takes the response; the Python side takes
@@ -30,6 +30,33 @@ pub struct ConnInfo {
     /// Python thread.
     pub py_client: OnceLock<Py<PyAny>>,
     pub py_server: OnceLock<Py<PyAny>>,
+    /// Set on TLS connections: the scope's scheme is https/wss and has a `tls` extension.
+    pub tls: Option<crate::tls::TlsInfo>,
+    /// The `tls` extension dict, made once per connection on the Python thread.
+    pub py_tls: OnceLock<Py<PyAny>>,
+}
+
+impl ConnInfo {
+    pub fn new(
+        client: Option<SocketAddr>,
+        server: Option<SocketAddr>,
+        tls: Option<crate::tls::TlsInfo>,
+    ) -> ConnInfo {
+        ConnInfo {
+            client,
+            server,
+            py_client: OnceLock::new(),
+            py_server: OnceLock::new(),
+            tls,
+            py_tls: OnceLock::new(),
+        }
+    }
+}
+
+/// What the app is called for: an http request or a WebSocket.
+pub enum Session {
+    Http(Arc<Exchange>),
+    WebSocket(Arc<crate::asgi::ws_session::WsSession>),
 }
 
 /// What the Python side needs to call the app for a new request.
@@ -41,7 +68,7 @@ pub struct RequestHead {
     /// Lower-cased names, in the order the client sent them.
     pub headers: Vec<(HeaderName, bytes::Bytes)>,
     pub conn: Arc<ConnInfo>,
-    pub exchange: Arc<Exchange>,
+    pub session: Session,
 }
 
 pub struct ResponseHead {
@@ -192,7 +219,7 @@ impl Exchange {
 
     /// The response head, once the app has sent http.response.start and either a body
     /// message or a flush. The body size is known exactly when the first body message
-    /// was also the last, which lets hyper send content-length instead of chunked.
+    /// was also the last, which lets the connection send content-length instead of chunked.
     pub fn poll_head(&self, cx: &Context<'_>) -> Poll<(ResponseHead, Option<u64>)> {
         self.io_waker.register(cx.waker());
         let mut st = self.state();

@@ -28,6 +28,12 @@ pub struct Ready {
     value: Option<PyObject>,
 }
 
+impl Ready {
+    pub fn new(value: PyObject) -> Ready {
+        Ready { value: Some(value) }
+    }
+}
+
 #[pymethods]
 impl Ready {
     fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -46,10 +52,10 @@ impl Ready {
 
 /// Per-worker Python-side objects that receive() and send() need.
 pub struct HttpContext {
-    create_future: PyObject,
+    pub(crate) create_future: PyObject,
     call_soon: PyObject,
     /// `Ready(None)`, shared by every send() that doesn't wait.
-    ready_none: Py<Ready>,
+    pub(crate) ready_none: Py<Ready>,
     /// Responses started without a body yet; their heads are flushed at the end of the
     /// current loop iteration unless a body message comes first.
     unflushed: Arc<Mutex<Vec<Arc<Exchange>>>>,
@@ -189,7 +195,7 @@ impl Receive {
     }
 }
 
-fn protocol_error(msg: String) -> PyErr {
+pub(crate) fn protocol_error(msg: String) -> PyErr {
     PyRuntimeError::new_err(msg)
 }
 
@@ -310,7 +316,7 @@ impl Send {
             return Err(ClientDisconnected::new_err("client disconnected"));
         }
         if st.response_done {
-            // A HEAD response: hyper already finished it; the body is not sent.
+            // A HEAD response: the connection already finished it; the body is not sent.
             st.complete = !more;
             return Ok(self.ctx.ready_none.clone_ref(py).into_any());
         }
@@ -368,7 +374,7 @@ impl Send {
     }
 }
 
-fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
+pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::new();
     for item in headers.try_iter()? {
         let item = item?;
@@ -453,7 +459,7 @@ pub fn wake(py: Python<'_>, ex: &Arc<Exchange>) -> PyResult<()> {
     Ok(())
 }
 
-fn resolve(py: Python<'_>, fut: &PyObject, outcome: PyResult<PyObject>) -> PyResult<()> {
+pub(crate) fn resolve(py: Python<'_>, fut: &PyObject, outcome: PyResult<PyObject>) -> PyResult<()> {
     let fut = fut.bind(py);
     // The awaiting task may have been cancelled meanwhile.
     if fut.call_method0(intern!(py, "done"))?.is_truthy()? {

@@ -5,3 +5,5 @@ pub mod dispatch;
 pub mod exchange;
 pub mod http;
 pub mod scope;
+pub mod websocket;
+pub mod ws_session;

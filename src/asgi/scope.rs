@@ -2,7 +2,7 @@
 //! interned, constant values are made once per worker, header names are cached, and
 //! the client/server tuples are made once per connection.
 
-use super::exchange::RequestHead;
+use super::exchange::{RequestHead, Session};
 use http::{HeaderName, Method, Version};
 use percent_encoding::percent_decode;
 use pyo3::prelude::*;
@@ -22,10 +22,13 @@ pub struct ScopeBuilder {
     root_path_text: String,
     header_names: HashMap<HeaderName, Py<PyBytes>>,
     empty_bytes: Py<PyBytes>,
+    tls: bool,
+    /// `{"websocket.http.response": {}}`: denial responses are supported.
+    ws_extensions: Py<PyDict>,
 }
 
 impl ScopeBuilder {
-    pub fn new(py: Python<'_>, root_path: &str) -> PyResult<Self> {
+    pub fn new(py: Python<'_>, root_path: &str, tls: bool) -> PyResult<Self> {
         let asgi = PyDict::new(py);
         asgi.set_item("version", "3.0")?;
         asgi.set_item("spec_version", "2.4")?;
@@ -36,6 +39,12 @@ impl ScopeBuilder {
             root_path_text: root_path.to_string(),
             header_names: HashMap::new(),
             empty_bytes: PyBytes::new(py, b"").unbind(),
+            tls,
+            ws_extensions: {
+                let ext = PyDict::new(py);
+                ext.set_item("websocket.http.response", PyDict::new(py))?;
+                ext.unbind()
+            },
         })
     }
 
@@ -46,11 +55,28 @@ impl ScopeBuilder {
         state: &Bound<'py, PyDict>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let scope = PyDict::new(py);
-        scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        let websocket = matches!(head.session, Session::WebSocket(_));
+        if websocket {
+            scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+            let scheme = if self.tls {
+                intern!(py, "wss")
+            } else {
+                intern!(py, "ws")
+            };
+            scope.set_item(intern!(py, "scheme"), scheme)?;
+            scope.set_item(intern!(py, "subprotocols"), subprotocols(py, head)?)?;
+        } else {
+            scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+            scope.set_item(intern!(py, "method"), method(py, &head.method))?;
+            let scheme = if self.tls {
+                intern!(py, "https")
+            } else {
+                intern!(py, "http")
+            };
+            scope.set_item(intern!(py, "scheme"), scheme)?;
+        }
         scope.set_item(intern!(py, "asgi"), self.asgi.bind(py))?;
         scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
-        scope.set_item(intern!(py, "method"), method(py, &head.method))?;
-        scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
 
         let (raw_path, query) = split_target(&head.target);
         let decoded = percent_decode(raw_path).decode_utf8_lossy();
@@ -85,6 +111,25 @@ impl ScopeBuilder {
         let server = cached_addr(py, &head.conn.py_server, head.conn.server)?;
         scope.set_item(intern!(py, "server"), server)?;
         scope.set_item(intern!(py, "state"), state.copy()?)?;
+        if websocket || head.conn.tls.is_some() {
+            let extensions = if websocket {
+                self.ws_extensions.bind(py).copy()?
+            } else {
+                PyDict::new(py)
+            };
+            if let Some(tls) = &head.conn.tls {
+                let ext = match head.conn.py_tls.get() {
+                    Some(ext) => ext.bind(py).clone(),
+                    None => {
+                        let ext = tls_extension(py, tls)?;
+                        let _ = head.conn.py_tls.set(ext.clone().unbind());
+                        ext
+                    }
+                };
+                extensions.set_item(intern!(py, "tls"), ext)?;
+            }
+            scope.set_item(intern!(py, "extensions"), extensions)?;
+        }
         Ok(scope)
     }
 
@@ -99,6 +144,33 @@ impl ScopeBuilder {
         }
         bytes
     }
+}
+
+fn subprotocols<'py>(py: Python<'py>, head: &RequestHead) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (name, value) in &head.headers {
+        if name.as_str() == "sec-websocket-protocol" {
+            for p in value.split(|&b| b == b',') {
+                let p = String::from_utf8_lossy(p.trim_ascii());
+                if !p.is_empty() {
+                    list.append(PyString::new(py, &p))?;
+                }
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// The ASGI TLS extension (asgiref's tls.rst) for one connection.
+fn tls_extension<'py>(py: Python<'py>, tls: &crate::tls::TlsInfo) -> PyResult<Bound<'py, PyAny>> {
+    let ext = PyDict::new(py);
+    ext.set_item("server_cert", py.None())?;
+    ext.set_item("client_cert_chain", PyList::new(py, &tls.client_chain)?)?;
+    ext.set_item("client_cert_name", tls.client_name.as_deref())?;
+    ext.set_item("client_cert_error", py.None())?;
+    ext.set_item("tls_version", tls.version)?;
+    ext.set_item("cipher_suite", tls.cipher_suite)?;
+    Ok(ext.into_any())
 }
 
 /// The path and query of a request-target; absolute-form targets

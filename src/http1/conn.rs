@@ -5,7 +5,7 @@
 use super::decode::{Decoder, Step};
 use super::encode::{self, BodyFraming, HeadOptions, RequestFacts};
 use super::parse::{self, Framing, Limits, Outcome, Rejection};
-use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead};
+use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead, Session};
 use crate::worker::bridge::{Bridge, Event};
 use bytes::{Buf, BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -45,20 +45,46 @@ pub struct ConnShared {
     pub max_connections: Option<usize>,
     /// Counts requests for --max-requests.
     pub recycle: Option<crate::worker::control::Recycle>,
+    /// None with --ws none.
+    pub ws: Option<crate::ws::conn::WsSettings>,
+    /// Set once on a graceful stop: open WebSockets close with 1012.
+    pub ws_close: watch::Sender<bool>,
+    pub http2: crate::http2::H2Settings,
+    /// Set when serving HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 enum Next {
     Head(parse::Head),
+    /// The connection opened with the HTTP/2 preface (h2c by prior knowledge).
+    Http2,
     Reject(Rejection),
     Close,
 }
 
+/// The connection leaves HTTP/1.1: the caller goes on with the socket and the bytes
+/// already read from it.
+pub enum Handoff {
+    WebSocket {
+        head: parse::Head,
+        upgrade: crate::ws::handshake::Upgrade,
+    },
+    /// h2c: by prior knowledge (no head), or by `Upgrade: h2c` on this request.
+    Http2 { upgrade: Option<parse::Head> },
+}
+
+/// The client preface every HTTP/2 connection starts with (RFC 9113 3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serve HTTP/1.1 requests until the connection closes, or until it switches protocol:
+/// then the socket and what was read ahead are handed back.
 pub async fn serve<S>(
     mut io: S,
     shared: Arc<ConnShared>,
     conn: Arc<ConnInfo>,
     mut shutdown: watch::Receiver<bool>,
-) where
+) -> Option<(S, BytesMut, Handoff)>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(8 * 1024);
@@ -66,18 +92,41 @@ pub async fn serve<S>(
     loop {
         let head = match read_head(&mut io, &mut buf, &shared, &mut shutdown, first).await {
             Next::Head(h) => h,
-            Next::Close => return,
+            Next::Http2 => return Some((io, buf, Handoff::Http2 { upgrade: None })),
+            Next::Close => return None,
             Next::Reject(r) => {
                 crate::warn!("Invalid HTTP request received: {}", r.reason);
                 reject_and_close(io, r.status, &shared).await;
-                return;
+                return None;
             }
         };
+        if shared.ws.is_some() {
+            match crate::ws::handshake::check(&head) {
+                crate::ws::handshake::Check::NotWebSocket => {}
+                crate::ws::handshake::Check::WebSocket(upgrade) => {
+                    return Some((io, buf, Handoff::WebSocket { head, upgrade }));
+                }
+                crate::ws::handshake::Check::Bad(status, reason) => {
+                    crate::warn!("Invalid WebSocket handshake: {reason}");
+                    reject_and_close(io, status, &shared).await;
+                    return None;
+                }
+            }
+        }
+        if shared.http2.upgrade && conn.tls.is_none() && is_h2c_upgrade(&head) {
+            return Some((
+                io,
+                buf,
+                Handoff::Http2 {
+                    upgrade: Some(head),
+                },
+            ));
+        }
         if let (Framing::Length(n), Some(limit)) = (head.framing, shared.limit_request_body) {
             if n > limit {
                 crate::warn!("Request body of {n} bytes is over --limit-request-body");
                 reject_and_close(io, StatusCode::PAYLOAD_TOO_LARGE, &shared).await;
-                return;
+                return None;
             }
         }
         let (guard, inflight) = InflightGuard::enter(&shared.inflight);
@@ -88,7 +137,7 @@ pub async fn serve<S>(
             crate::warn!("Exceeded concurrency limit.");
             drop(guard);
             reject_and_close(io, StatusCode::SERVICE_UNAVAILABLE, &shared).await;
-            return;
+            return None;
         }
         first = false;
         let closing = *shutdown.borrow();
@@ -102,12 +151,12 @@ pub async fn serve<S>(
             Done::KeepAlive if !*shutdown.borrow() => continue,
             Done::KeepAlive | Done::Close => {
                 linger_close(io).await;
-                return;
+                return None;
             }
             Done::Reject(r) => {
                 crate::warn!("Invalid HTTP request received: {}", r.reason);
                 reject_and_close(io, r.status, &shared).await;
-                return;
+                return None;
             }
         }
     }
@@ -127,7 +176,19 @@ async fn read_head<S: AsyncRead + Unpin>(
     let idle_deadline = Instant::now() + shared.keep_alive;
     let mut header_deadline = None;
     loop {
-        if !buf.is_empty() {
+        // h2c by prior knowledge: the preface, or a prefix of it so far.
+        let mut maybe_preface = false;
+        if first && shared.http2.prior_knowledge && !buf.is_empty() {
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] == H2_PREFACE[..n] {
+                if n == H2_PREFACE.len() {
+                    return Next::Http2;
+                }
+                maybe_preface = true;
+                header_deadline.get_or_insert_with(|| Instant::now() + shared.header_timeout);
+            }
+        }
+        if !buf.is_empty() && !maybe_preface {
             match parse::parse(buf, &shared.limits) {
                 Outcome::Complete(head) => return Next::Head(head),
                 Outcome::Reject(r) => return Next::Reject(r),
@@ -197,9 +258,30 @@ fn write_error_response(out: &mut BytesMut, status: StatusCode, shared: &ConnSha
     out.put_slice(body.as_bytes());
 }
 
+/// `Upgrade: h2c` on a request without a body (RFC 7540 3.2): with a body we answer
+/// over HTTP/1.1, which a server may always do.
+fn is_h2c_upgrade(head: &parse::Head) -> bool {
+    let has = |name: &str, token: &str| {
+        head.headers.iter().any(|(n, v)| {
+            n.as_str() == name
+                && v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    head.version == Version::HTTP_11
+        && matches!(head.framing, Framing::Empty)
+        && has("upgrade", "h2c")
+        && has("connection", "upgrade")
+        && head
+            .headers
+            .iter()
+            .any(|(n, _)| n.as_str() == "http2-settings")
+        && crate::http2::fits_upgrade(head)
+}
+
 /// Close our side, then read and drop what the client still sends for a moment: closing
 /// with unread data would reset the connection and could destroy the response we sent.
-async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
+pub(crate) async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
     let _ = io.flush().await;
     let _ = io.shutdown().await;
     let mut sink = [0u8; 8192];
@@ -274,7 +356,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
             version: head.version,
             headers: head.headers,
             conn: conn.clone(),
-            exchange: ex.clone(),
+            session: Session::Http(ex.clone()),
         });
         Transaction {
             io,

@@ -116,7 +116,19 @@ pub fn write_head(
     (framing, keep_alive)
 }
 
-fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+/// The server and date headers alone, for heads written outside `write_head` (101).
+pub fn put_server_and_date(out: &mut BytesMut, opts: &HeadOptions) {
+    if opts.server_header {
+        out.put_slice(b"server: ferrocorn\r\n");
+    }
+    if opts.date_header {
+        out.put_slice(b"date: ");
+        with_date(|d| out.put_slice(d));
+        out.put_slice(b"\r\n");
+    }
+}
+
+pub fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(name);
     out.put_slice(b": ");
     out.put_slice(value);
@@ -148,7 +160,7 @@ thread_local! {
 }
 
 /// The IMF-fixdate of the current second, formatted once per second per thread.
-fn with_date(f: impl FnOnce(&[u8])) {
+pub(crate) fn with_date(f: impl FnOnce(&[u8])) {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE_CACHE.with(|cell| {

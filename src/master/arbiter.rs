@@ -101,13 +101,26 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         eprintln!("ERROR:    Could not open a log file: {e}");
         return EXIT_FAILURE;
     }
-    let listeners = match listeners::bind(&config) {
+    // Load the TLS material once here, so a wrong key or password is one line at
+    // startup instead of a boot failure in every worker.
+    if let Err(e) = crate::tls::server_config(&config) {
+        error!("{e}");
+        return EXIT_FAILURE;
+    }
+    let mut listeners = match listeners::bind(&config) {
         Ok(l) => l,
         Err(e) => {
             error!("{e}");
             return EXIT_FAILURE;
         }
     };
+    if config.tls_enabled() {
+        for l in &mut listeners {
+            if let Some(rest) = l.display.strip_prefix("http://") {
+                l.display = format!("https://{rest}");
+            }
+        }
+    }
     if let Some(path) = &config.pid {
         if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
             error!("Could not write the pid file {path}: {e}");

@@ -16,6 +16,8 @@ pub enum Event {
     Request(Box<RequestHead>),
     /// Something a receive() or send() of this exchange may be waiting for changed.
     Wake(Arc<Exchange>),
+    /// A WebSocket's receive() or send() may be able to complete.
+    WsWake(Arc<crate::asgi::ws_session::WsSession>),
     /// The master (or a SIGTERM) asked the worker to stop; `graceful` lets requests finish.
     Stop { graceful: bool },
     /// Every connection is closed after a graceful stop was requested.

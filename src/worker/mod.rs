@@ -1,7 +1,7 @@
 //! A worker process's Rust core, driven from `python -m ferrocorn.worker`.
 //!
 //! Threads: the interpreter's main thread runs the asyncio loop and the app; the
-//! `ferrocorn-io` thread runs tokio + hyper; the `ferrocorn-control` thread reads the
+//! `ferrocorn-io` thread runs tokio and the protocols; the `ferrocorn-control` thread reads the
 //! master's orders. Only the main thread ever holds the GIL for our code.
 
 pub mod bridge;
@@ -11,7 +11,8 @@ mod signals;
 mod stacks;
 
 use crate::asgi::dispatch::Dispatcher;
-use crate::config::{Config, LogLevel};
+use crate::asgi::scope::ScopeBuilder;
+use crate::config::{Config, HttpMode, LogLevel};
 use crate::control::{ListenerSpec, ToMaster, ToWorker};
 use crate::http1::conn::ConnShared;
 use crate::http1::encode::HeadOptions;
@@ -140,9 +141,29 @@ impl WorkerCore {
             runner,
             state,
             on_control,
-            &self.config.root_path,
+            ScopeBuilder::new(py, &self.config.root_path, self.config.tls_enabled())?,
         )?);
         let c = &self.config;
+        let tls = crate::tls::server_config(c)
+            .map_err(runtime_error)?
+            .map(tokio_rustls::TlsAcceptor::from);
+        let secs = std::time::Duration::from_secs_f64;
+        let ws = c.websockets_enabled().then(|| crate::ws::conn::WsSettings {
+            max_size: c.ws_max_size,
+            max_queue: c.ws_max_queue,
+            ping_interval: (c.ws_ping_interval > 0.0).then(|| secs(c.ws_ping_interval)),
+            ping_timeout: secs(c.ws_ping_timeout.max(0.001)),
+            per_message_deflate: c.ws_per_message_deflate,
+        });
+        let cleartext_h2 = c.http == HttpMode::Auto && tls.is_none();
+        let http2 = crate::http2::H2Settings {
+            prior_knowledge: cleartext_h2,
+            upgrade: cleartext_h2,
+            only: c.http == HttpMode::Http2,
+            max_concurrent_streams: c.http2_max_concurrent_streams,
+            max_header_list_size: c.http2_max_header_list_size,
+            max_frame_size: c.http2_max_frame_size,
+        };
         let shared = Arc::new(ConnShared {
             bridge: self.bridge.clone(),
             inflight: Arc::new(AtomicUsize::new(0)),
@@ -165,6 +186,10 @@ impl WorkerCore {
             recycle: self
                 .max_requests
                 .map(|limit| control::Recycle::new(limit, self.control.clone())),
+            ws,
+            ws_close: tokio::sync::watch::channel(false).0,
+            http2,
+            tls,
         });
         let handle = py
             .allow_threads(|| server::start(&self.listeners, shared))
@@ -192,6 +217,13 @@ impl WorkerCore {
     fn begin_shutdown(&self) {
         if let Some(server) = &self.server {
             server.begin_shutdown();
+        }
+    }
+
+    /// Close every open WebSocket with 1012 (service restart) now.
+    fn close_websockets(&self) {
+        if let Some(server) = &self.server {
+            server.close_websockets();
         }
     }
 }

@@ -1,27 +1,35 @@
 //! The worker's I/O thread: a tokio runtime that accepts on the inherited listeners,
-//! runs hyper on each connection, enforces the keep-alive idle timeout, and drains
-//! connections on a graceful stop. It never touches Python.
+//! does the TLS handshake, picks the protocol of each connection (HTTP/1.1, HTTP/2 by
+//! ALPN, prior knowledge or upgrade, WebSocket by upgrade), and drains connections on a
+//! graceful stop: HTTP first, then WebSockets are closed with 1012. It never touches
+//! Python.
 
 use crate::asgi::exchange::ConnInfo;
 use crate::control::ListenerSpec;
-use crate::http1::conn::{self, ConnShared};
+use crate::http1::conn::{self, ConnShared, Handoff};
 use crate::worker::bridge::Event;
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 /// Orders from the Python side to the I/O thread.
 pub struct ServerHandle {
     shutdown: watch::Sender<bool>,
+    shared: Arc<ConnShared>,
 }
 
 impl ServerHandle {
     /// Stop accepting and close connections once their current request is done.
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Close every open WebSocket with 1012 now (the drain timed out or a quick stop).
+    pub fn close_websockets(&self) {
+        let _ = self.shared.ws_close.send(true);
     }
 }
 
@@ -56,6 +64,7 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
     // Sockets must be registered with the runtime from inside it.
     let listeners: Vec<ListenerSpec> = listeners.to_vec();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle_shared = shared.clone();
     std::thread::Builder::new()
         .name("ferrocorn-io".into())
         .spawn(move || {
@@ -79,6 +88,7 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
         .map_err(|_| std::io::Error::other("I/O thread failed to start"))??;
     Ok(ServerHandle {
         shutdown: shutdown_tx,
+        shared: handle_shared,
     })
 }
 
@@ -95,36 +105,58 @@ fn adopt(spec: &ListenerSpec) -> std::io::Result<Listener> {
     }
 }
 
+/// HTTP connections and WebSockets, counted apart: a graceful stop waits for HTTP
+/// requests to finish, and only then closes the WebSockets (which would otherwise
+/// hold the drain open forever).
+#[derive(Default)]
+struct Counts {
+    http: Arc<Connections>,
+    websockets: Arc<Connections>,
+}
+
 async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watch::Receiver<bool>) {
-    let connections = Arc::new(Connections::default());
+    let counts = Arc::new(Counts::default());
     let mut accepting = Vec::new();
     for listener in listeners {
         accepting.push(tokio::spawn(accept_loop(
             listener,
             shared.clone(),
             shutdown.clone(),
-            connections.clone(),
+            counts.clone(),
         )));
     }
     for task in accepting {
         let _ = task.await;
     }
     // Accepting has stopped (graceful stop): wait for the open connections to finish.
-    loop {
-        let closed = connections.all_closed.notified();
-        if connections.count.load(Ordering::Acquire) == 0 {
-            break;
-        }
-        closed.await;
-    }
+    counts.http.wait_closed().await;
+    let _ = shared.ws_close.send(true);
+    counts.websockets.wait_closed().await;
     shared.bridge.push(Event::Drained);
+}
+
+impl Connections {
+    fn enter(self: &Arc<Self>) -> ConnGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self.clone())
+    }
+
+    async fn wait_closed(&self) {
+        loop {
+            let closed = self.all_closed.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
 }
 
 async fn accept_loop(
     listener: Listener,
     shared: Arc<ConnShared>,
     mut shutdown: watch::Receiver<bool>,
-    connections: Arc<Connections>,
+    counts: Arc<Counts>,
 ) {
     loop {
         if *shutdown.borrow() {
@@ -135,29 +167,63 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         match accepted {
-            Ok((_, stream)) if over_limit(&shared, &connections) => {
+            Ok(accepted) if over_limit(&shared, &counts) => {
                 // A clean refusal, not a reset: the client learns why.
                 crate::warn!("Refusing a connection: --worker-connections reached");
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let status = http::StatusCode::SERVICE_UNAVAILABLE;
-                    match stream {
+                    match accepted.stream {
                         Stream::Tcp(s) => conn::reject_and_close(s, status, &shared).await,
                         Stream::Unix(s) => conn::reject_and_close(s, status, &shared).await,
                     }
                 });
             }
-            Ok((conn, stream)) => {
-                connections.count.fetch_add(1, Ordering::AcqRel);
-                let guard = ConnGuard(connections.clone());
+            Ok(accepted) => {
+                let guard = counts.http.enter();
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
+                let counts = counts.clone();
                 tokio::spawn(async move {
+                    let Accepted {
+                        client,
+                        server,
+                        stream,
+                    } = accepted;
                     match stream {
-                        Stream::Tcp(s) => conn::serve(s, shared, conn, shutdown).await,
-                        Stream::Unix(s) => conn::serve(s, shared, conn, shutdown).await,
+                        Stream::Tcp(s) => match shared.tls.clone() {
+                            None => {
+                                let conn = Arc::new(ConnInfo::new(client, server, None));
+                                connection(s, shared, conn, shutdown, guard, counts).await
+                            }
+                            Some(acceptor) => {
+                                let handshake =
+                                    tokio::time::timeout(shared.header_timeout, acceptor.accept(s));
+                                let tls = match handshake.await {
+                                    Ok(Ok(tls)) => tls,
+                                    Ok(Err(e)) => {
+                                        crate::debug!("TLS handshake failed: {e}");
+                                        return;
+                                    }
+                                    Err(_) => return,
+                                };
+                                let info = crate::tls::TlsInfo::of(tls.get_ref().1);
+                                let h2 = info.alpn.as_deref() == Some(b"h2");
+                                let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
+                                if h2 {
+                                    let empty = bytes::BytesMut::new();
+                                    crate::http2::serve(tls, empty, None, shared, conn, shutdown)
+                                        .await;
+                                } else {
+                                    connection(tls, shared, conn, shutdown, guard, counts).await
+                                }
+                            }
+                        },
+                        Stream::Unix(s) => {
+                            let conn = Arc::new(ConnInfo::new(None, None, None));
+                            connection(s, shared, conn, shutdown, guard, counts).await
+                        }
                     }
-                    drop(guard);
                 });
             }
             Err(e) => {
@@ -169,10 +235,42 @@ async fn accept_loop(
     }
 }
 
-fn over_limit(shared: &ConnShared, connections: &Connections) -> bool {
-    shared
-        .max_connections
-        .is_some_and(|max| connections.count.load(Ordering::Acquire) >= max)
+fn over_limit(shared: &ConnShared, counts: &Counts) -> bool {
+    shared.max_connections.is_some_and(|max| {
+        counts.http.count.load(Ordering::Acquire) + counts.websockets.count.load(Ordering::Acquire)
+            >= max
+    })
+}
+
+/// A cleartext or TLS connection after accept: HTTP/1.1, unless it turns out to be
+/// (or switches to) HTTP/2 or a WebSocket.
+async fn connection<S>(
+    io: S,
+    shared: Arc<ConnShared>,
+    conn: Arc<ConnInfo>,
+    shutdown: watch::Receiver<bool>,
+    guard: ConnGuard,
+    counts: Arc<Counts>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if shared.http2.only {
+        let empty = bytes::BytesMut::new();
+        crate::http2::serve(io, empty, None, shared, conn, shutdown).await;
+        return;
+    }
+    match conn::serve(io, shared.clone(), conn.clone(), shutdown.clone()).await {
+        None => {}
+        Some((io, buf, Handoff::Http2 { upgrade })) => {
+            crate::http2::serve(io, buf, upgrade, shared, conn, shutdown).await;
+        }
+        Some((io, buf, Handoff::WebSocket { head, upgrade })) => {
+            // A WebSocket no longer holds up the HTTP drain.
+            let _ws = counts.websockets.enter();
+            drop(guard);
+            crate::ws::conn::serve(io, buf, head, upgrade, shared, conn).await;
+        }
+    }
 }
 
 enum Stream {
@@ -180,7 +278,13 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<(Arc<ConnInfo>, Stream)> {
+struct Accepted {
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    stream: Stream,
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
     let (client, server, stream) = match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
@@ -193,13 +297,11 @@ async fn accept(listener: &Listener) -> std::io::Result<(Arc<ConnInfo>, Stream)>
             (None, None, Stream::Unix(s))
         }
     };
-    let info = ConnInfo {
+    Ok(Accepted {
         client,
         server,
-        py_client: OnceLock::new(),
-        py_server: OnceLock::new(),
-    };
-    Ok((Arc::new(info), stream))
+        stream,
+    })
 }
 
 /// IPv4 clients of a dual-stack socket show up as ::ffff:a.b.c.d; report a.b.c.d.

@@ -1,0 +1,187 @@
+//! HTTP/2 (RFC 9113) with the `h2` crate: framing, HPACK and flow control are h2's;
+//! ours is the connection lifecycle (idle timeout, graceful stop), the h2c ways in
+//! (prior knowledge, `Upgrade: h2c`), and turning each stream into an `Exchange`.
+
+mod stream;
+mod upgrade;
+
+use crate::asgi::exchange::ConnInfo;
+use crate::http1::conn::ConnShared;
+use crate::http1::parse;
+use bytes::{Buf, BytesMut};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use upgrade::fits_upgrade;
+
+/// Per-worker HTTP/2 options (--http, --http2-*).
+#[derive(Clone, Copy)]
+pub struct H2Settings {
+    /// Cleartext connections may open with the HTTP/2 preface.
+    pub prior_knowledge: bool,
+    /// `Upgrade: h2c` is honoured.
+    pub upgrade: bool,
+    /// Every connection speaks HTTP/2 (--http 2).
+    pub only: bool,
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub max_frame_size: u32,
+}
+
+/// Stream window: how much request body a client may send ahead of the app.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// Serve one HTTP/2 connection. `read_ahead` holds bytes already read from the socket
+/// (the preface, when HTTP/1.1 code recognised it); `upgrade` is the HTTP/1.1 request
+/// that asked for `Upgrade: h2c`, answered as stream 1.
+pub async fn serve<S>(
+    mut io: S,
+    read_ahead: BytesMut,
+    upgrade: Option<parse::Head>,
+    shared: Arc<ConnShared>,
+    conn: Arc<ConnInfo>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = shared.http2;
+    let read_ahead = match upgrade {
+        None => read_ahead,
+        Some(head) => {
+            let switched = tokio::time::timeout(
+                shared.header_timeout,
+                upgrade::switch(&mut io, read_ahead, &head, &shared),
+            )
+            .await;
+            match switched {
+                Ok(Some(bytes)) => bytes,
+                _ => return,
+            }
+        }
+    };
+    let io = Prefixed {
+        prefix: read_ahead,
+        io,
+    };
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(settings.max_header_list_size)
+        .max_frame_size(settings.max_frame_size)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    let handshake = tokio::time::timeout(shared.header_timeout, builder.handshake(io)).await;
+    let mut h2 = match handshake {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            crate::debug!("HTTP/2 handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut idle_since = Instant::now();
+    let mut closing = false;
+    loop {
+        let idle = open.load(Ordering::Acquire) == 0;
+        tokio::select! {
+            next = h2.accept() => match next {
+                Some(Ok((request, respond))) => {
+                    idle_since = Instant::now();
+                    let guard = StreamGuard::enter(&open);
+                    tokio::spawn(stream::serve(request, respond, shared.clone(), conn.clone(), guard));
+                }
+                Some(Err(e)) => {
+                    crate::debug!("HTTP/2 connection error: {e}");
+                    break;
+                }
+                None => break,
+            },
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    h2.graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = tokio::time::sleep_until(idle_since + shared.keep_alive), if idle && !closing => {
+                if open.load(Ordering::Acquire) == 0 {
+                    h2.graceful_shutdown();
+                    closing = true;
+                } else {
+                    idle_since = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// Counts a connection's open streams, for the idle timeout.
+struct StreamGuard(Arc<AtomicUsize>);
+
+impl StreamGuard {
+    fn enter(open: &Arc<AtomicUsize>) -> StreamGuard {
+        open.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(open.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The socket, with bytes already read from it served first.
+struct Prefixed<S> {
+    prefix: BytesMut,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

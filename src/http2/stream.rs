@@ -1,0 +1,338 @@
+//! One HTTP/2 stream as an `Exchange`: the same shared state the HTTP/1.1 connection
+//! uses, so the app's receive()/send() are identical; here h2 does the framing and the
+//! flow control.
+
+use super::StreamGuard;
+use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead, Session};
+use crate::http1::conn::ConnShared;
+use crate::worker::bridge::Event;
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Connection-specific fields HTTP/2 forbids in a response (RFC 9113 8.2.2).
+const CONNECTION_SPECIFIC: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
+pub async fn serve(
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    shared: Arc<ConnShared>,
+    conn: Arc<ConnInfo>,
+    _open: StreamGuard,
+) {
+    let (parts, body) = request.into_parts();
+    let (guard, inflight) = InflightGuard::enter(&shared.inflight);
+    if shared
+        .limit_concurrency
+        .is_some_and(|limit| inflight > limit)
+    {
+        crate::warn!("Exceeded concurrency limit.");
+        drop(guard);
+        error_response(&mut respond, StatusCode::SERVICE_UNAVAILABLE, &shared);
+        return;
+    }
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let (Some(n), Some(limit)) = (declared, shared.limit_request_body) {
+        if n > limit {
+            crate::warn!("Request body of {n} bytes is over --limit-request-body");
+            error_response(&mut respond, StatusCode::PAYLOAD_TOO_LARGE, &shared);
+            return;
+        }
+    }
+    let target = parts.uri.path_and_query().map_or_else(
+        || Bytes::from_static(b"/"),
+        |pq| Bytes::copy_from_slice(pq.as_str().as_bytes()),
+    );
+    let access = shared.access_log.then(|| {
+        let client = conn
+            .client
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        format!(
+            "{client} - \"{} {} HTTP/2\"",
+            parts.method,
+            String::from_utf8_lossy(&target)
+        )
+        .into_boxed_str()
+    });
+    let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, access));
+    let body = if body.is_end_stream() {
+        ex.state().body_end = true;
+        None
+    } else {
+        Some(body)
+    };
+    let headers = scope_headers(&parts.headers, parts.uri.authority().map(|a| a.as_str()));
+    let head_request = parts.method == Method::HEAD;
+    shared.bridge.push(Event::Request(Box::new(RequestHead {
+        method: parts.method,
+        target,
+        version: Version::HTTP_2,
+        headers,
+        conn,
+        session: Session::Http(ex.clone()),
+    })));
+    let mut stream = Stream {
+        ex,
+        shared: &shared,
+        body,
+        body_received: 0,
+        respond,
+        send: None,
+        pending: None,
+        head_request,
+    };
+    poll_fn(|cx| stream.poll(cx)).await;
+    if let Some(recycle) = &shared.recycle {
+        recycle.request_done();
+    }
+}
+
+/// The request's fields as the scope lists them: a `host` from `:authority` when the
+/// client sent none, and every `cookie` field joined into one (RFC 9113 8.2.3).
+fn scope_headers(headers: &HeaderMap, authority: Option<&str>) -> Vec<(HeaderName, Bytes)> {
+    let mut out = Vec::with_capacity(headers.len() + 1);
+    if let Some(authority) = authority.filter(|_| !headers.contains_key(http::header::HOST)) {
+        out.push((
+            http::header::HOST,
+            Bytes::copy_from_slice(authority.as_bytes()),
+        ));
+    }
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    for (name, value) in headers {
+        if *name == COOKIE {
+            cookies.push(value.as_bytes());
+        } else {
+            out.push((name.clone(), Bytes::copy_from_slice(value.as_bytes())));
+        }
+    }
+    if !cookies.is_empty() {
+        out.push((COOKIE, Bytes::from(cookies.join(&b"; "[..]))));
+    }
+    out
+}
+
+fn error_response(respond: &mut SendResponse<Bytes>, status: StatusCode, shared: &ConnShared) {
+    let body = status.canonical_reason().unwrap_or("Error");
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    add_server_and_date(headers, shared);
+    if let Ok(mut send) = respond.send_response(response, false) {
+        let _ = send.send_data(Bytes::from_static(body.as_bytes()), true);
+    }
+}
+
+fn add_server_and_date(headers: &mut HeaderMap, shared: &ConnShared) {
+    if shared.head.server_header && !headers.contains_key(http::header::SERVER) {
+        headers.insert(http::header::SERVER, HeaderValue::from_static("ferrocorn"));
+    }
+    if shared.head.date_header && !headers.contains_key(http::header::DATE) {
+        crate::http1::encode::with_date(|d| {
+            if let Ok(v) = HeaderValue::from_bytes(d) {
+                headers.insert(http::header::DATE, v);
+            }
+        });
+    }
+}
+
+struct Stream<'a> {
+    ex: Arc<Exchange>,
+    shared: &'a ConnShared,
+    /// None once the request body is complete.
+    body: Option<RecvStream>,
+    body_received: u64,
+    respond: SendResponse<Bytes>,
+    /// Set once the response head is sent (and the response has a body).
+    send: Option<SendStream<Bytes>>,
+    /// Response bytes waiting for flow-control window.
+    pending: Option<Bytes>,
+    head_request: bool,
+}
+
+impl Stream<'_> {
+    /// Ready when the stream is finished one way or another.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let mut progress = self.poll_request_body(cx);
+            if self.send.is_none() {
+                match self.poll_head(cx) {
+                    Poll::Ready(true) => return Poll::Ready(()),
+                    Poll::Ready(false) => progress = true,
+                    Poll::Pending => {
+                        if self.respond.poll_reset(cx).is_ready() {
+                            self.ex.disconnect();
+                            return Poll::Ready(());
+                        }
+                    }
+                }
+            }
+            if self.send.is_some() {
+                match self.poll_response_body(cx) {
+                    Poll::Ready(()) => return Poll::Ready(()),
+                    Poll::Pending => {}
+                }
+                let send = self.send.as_mut().expect("checked");
+                if send.poll_reset(cx).is_ready() {
+                    self.ex.disconnect();
+                    return Poll::Ready(());
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Read body data only while the app's receive() wants it; the window is given
+    /// back as data is handed on, so a client can't make us buffer more than that.
+    fn poll_request_body(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(body) = self.body.as_mut() else {
+            return false;
+        };
+        if !self.ex.body_wanted() {
+            return false;
+        }
+        match body.poll_data(cx) {
+            Poll::Pending => false,
+            Poll::Ready(Some(Ok(data))) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                self.body_received += data.len() as u64;
+                if self
+                    .shared
+                    .limit_request_body
+                    .is_some_and(|limit| self.body_received > limit)
+                {
+                    crate::warn!("Request body over --limit-request-body");
+                    self.ex.disconnect();
+                    self.body = None;
+                    self.respond.send_reset(Reason::CANCEL);
+                    return true;
+                }
+                self.ex.push_body(data);
+                if body.is_end_stream() {
+                    self.ex.end_body();
+                    self.body = None;
+                }
+                true
+            }
+            Poll::Ready(None) => {
+                self.ex.end_body();
+                self.body = None;
+                true
+            }
+            Poll::Ready(Some(Err(_))) => {
+                // Reset by the client or a broken connection.
+                self.ex.disconnect();
+                self.body = None;
+                true
+            }
+        }
+    }
+
+    /// Ready(true): the stream is finished (a response without body, or an error).
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
+            return Poll::Pending;
+        };
+        if let Some(prefix) = &self.ex.access {
+            crate::log::access(&format!("INFO:     {prefix} {}\n", head.status.as_u16()));
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = head.status;
+        let headers = response.headers_mut();
+        for (name, value) in &head.headers {
+            if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if exact.is_some() && !headers.contains_key(CONTENT_LENGTH) && !self.head_request {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(exact.unwrap_or(0)));
+        }
+        add_server_and_date(headers, self.shared);
+        let bodiless = self.head_request
+            || head.status == StatusCode::NO_CONTENT
+            || head.status == StatusCode::NOT_MODIFIED
+            || exact == Some(0);
+        match self.respond.send_response(response, bodiless) {
+            Err(_) => {
+                self.ex.disconnect();
+                Poll::Ready(true)
+            }
+            Ok(_) if bodiless => {
+                self.ex.finish_response();
+                Poll::Ready(true)
+            }
+            Ok(send) => {
+                self.send = Some(send);
+                Poll::Ready(false)
+            }
+        }
+    }
+
+    fn poll_response_body(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let send = self.send.as_mut().expect("head sent");
+        loop {
+            if self.pending.is_none() {
+                match self.ex.poll_chunk(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        if !chunk.is_empty() {
+                            self.pending = Some(chunk);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(None) => {
+                        let _ = send.send_data(Bytes::new(), true);
+                        self.ex.finish_response();
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(Some(Err(()))) => {
+                        // The app failed mid-response: the stream ends visibly broken.
+                        send.send_reset(Reason::INTERNAL_ERROR);
+                        self.ex.disconnect();
+                        return Poll::Ready(());
+                    }
+                }
+            }
+            let chunk = self.pending.as_mut().expect("set above");
+            send.reserve_capacity(chunk.len());
+            match send.poll_capacity(cx) {
+                Poll::Pending | Poll::Ready(Some(Ok(0))) => return Poll::Pending,
+                Poll::Ready(Some(Ok(window))) => {
+                    let piece = chunk.split_to(window.min(chunk.len()));
+                    if chunk.is_empty() {
+                        self.pending = None;
+                    }
+                    if send.send_data(piece, false).is_err() {
+                        self.ex.disconnect();
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                    self.ex.disconnect();
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}

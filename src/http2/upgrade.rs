@@ -1,0 +1,152 @@
+//! h2c by `Upgrade: h2c` (RFC 7540 3.2). The `h2` crate has no API for it, so after the
+//! 101 we hand it the byte stream it would have seen had the client sent the upgraded
+//! request as stream 1 itself: the client's preface and first SETTINGS frame, then a
+//! HEADERS frame for stream 1 that we encode, then whatever the client sends next.
+//!
+//! The HEADERS block uses only HPACK literals "without indexing", which leave the
+//! decoder's dynamic table untouched, so the client's own header compression state
+//! stays in step with the server's.
+
+use crate::http1::conn::{ConnShared, H2_PREFACE};
+use crate::http1::parse;
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Header fields that HTTP/2 forbids or that only meant something to the upgrade.
+const DROPPED: &[&str] = &[
+    "host",
+    "connection",
+    "upgrade",
+    "http2-settings",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+];
+
+/// Largest HEADERS payload every HTTP/2 server accepts (the default frame size).
+const MAX_BLOCK: usize = 16_384;
+
+/// Can this request be re-encoded as one HEADERS frame? Otherwise the upgrade is
+/// ignored and the request answered over HTTP/1.1.
+pub fn fits_upgrade(head: &parse::Head) -> bool {
+    header_block(head).len() <= MAX_BLOCK
+}
+
+fn put_integer(out: &mut BytesMut, first_byte_flags: u8, prefix_bits: u8, mut value: usize) {
+    let max = (1usize << prefix_bits) - 1;
+    if value < max {
+        out.put_u8(first_byte_flags | value as u8);
+        return;
+    }
+    out.put_u8(first_byte_flags | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.put_u8((value % 128) as u8 | 0x80);
+        value /= 128;
+    }
+    out.put_u8(value as u8);
+}
+
+fn put_string(out: &mut BytesMut, s: &[u8]) {
+    put_integer(out, 0x00, 7, s.len()); // H = 0: not Huffman-coded
+    out.put_slice(s);
+}
+
+fn put_literal(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_u8(0x00); // literal header field without indexing, new name
+    put_string(out, name);
+    put_string(out, value);
+}
+
+fn header_block(head: &parse::Head) -> BytesMut {
+    let mut block = BytesMut::with_capacity(256);
+    let authority = head
+        .headers
+        .iter()
+        .find(|(n, _)| n.as_str() == "host")
+        .map(|(_, v)| v.as_ref());
+    put_literal(&mut block, b":method", head.method.as_str().as_bytes());
+    put_literal(&mut block, b":scheme", b"http");
+    put_literal(&mut block, b":path", &head.target);
+    if let Some(authority) = authority {
+        put_literal(&mut block, b":authority", authority);
+    }
+    for (name, value) in &head.headers {
+        if !DROPPED.contains(&name.as_str()) {
+            put_literal(&mut block, name.as_str().as_bytes(), value);
+        }
+    }
+    block
+}
+
+/// Answer 101, read the client's preface and SETTINGS, and return the bytes h2 is to
+/// read first. None if the client doesn't speak HTTP/2 after all.
+pub async fn switch<S>(
+    io: &mut S,
+    mut buf: BytesMut,
+    head: &parse::Head,
+    shared: &ConnShared,
+) -> Option<BytesMut>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut response = BytesMut::with_capacity(128);
+    response
+        .put_slice(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n");
+    crate::http1::encode::put_server_and_date(&mut response, &shared.head);
+    response.put_slice(b"\r\n");
+    io.write_all(&response).await.ok()?;
+
+    // The preface, then a frame header (9 bytes) and the SETTINGS payload.
+    let settings_end = loop {
+        let preface_seen = buf.len().min(H2_PREFACE.len());
+        if buf[..preface_seen] != H2_PREFACE[..preface_seen] {
+            return None;
+        }
+        if buf.len() >= H2_PREFACE.len() + 9 {
+            let frame = &buf[H2_PREFACE.len()..];
+            let len = (usize::from(frame[0]) << 16)
+                | (usize::from(frame[1]) << 8)
+                | usize::from(frame[2]);
+            if frame[3] != 0x4 || len > 6 * 64 {
+                return None; // the first frame must be SETTINGS
+            }
+            let end = H2_PREFACE.len() + 9 + len;
+            if buf.len() >= end {
+                break end;
+            }
+        }
+        buf.reserve(4096);
+        if io.read_buf(&mut buf).await.ok()? == 0 {
+            return None;
+        }
+    };
+
+    let block = header_block(head);
+    let mut spliced = BytesMut::with_capacity(buf.len() + block.len() + 9);
+    spliced.put_slice(&buf[..settings_end]);
+    spliced.put_uint(block.len() as u64, 3);
+    spliced.put_u8(0x1); // HEADERS
+    spliced.put_u8(0x1 | 0x4); // END_STREAM | END_HEADERS: the upgrade request has no body
+    spliced.put_u32(1);
+    spliced.put_slice(&block);
+    spliced.put_slice(&buf[settings_end..]);
+    Some(spliced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hpack_integers_follow_rfc_7541_c1() {
+        // C.1.2: 1337 with a 5-bit prefix is 31, 154, 10.
+        let mut out = BytesMut::new();
+        put_integer(&mut out, 0, 5, 1337);
+        assert_eq!(&out[..], &[31, 154, 10]);
+        let mut out = BytesMut::new();
+        put_integer(&mut out, 0, 7, 10);
+        assert_eq!(&out[..], &[10]);
+    }
+}
