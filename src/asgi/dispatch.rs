@@ -26,13 +26,13 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(
-        py: Python<'_>,
         event_loop: &Bound<'_, PyAny>,
         app: PyObject,
         runner: PyObject,
         state: Py<PyDict>,
         on_control: PyObject,
         scopes: ScopeBuilder,
+        http: HttpContext,
     ) -> PyResult<Self> {
         Ok(Dispatcher {
             app,
@@ -41,14 +41,14 @@ impl Dispatcher {
             on_control,
             state,
             scopes,
-            http: Arc::new(HttpContext::new(py, event_loop)?),
+            http: Arc::new(http),
         })
     }
 
     pub fn handle(&mut self, py: Python<'_>, event: Event) {
         let result = match event {
             Event::Request(head) => self.start_request(py, &head),
-            Event::Wake(exchange) => http::wake(py, &exchange),
+            Event::Wake(exchange) => http::wake(py, &exchange, &self.http),
             Event::WsWake(session) => websocket::wake(py, &session),
             Event::Stop { graceful } => self
                 .on_control

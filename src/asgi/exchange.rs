@@ -125,6 +125,42 @@ impl Drop for InflightGuard {
     }
 }
 
+/// Python -> I/O wakeups, batched. Waking a connection task from the Python thread
+/// costs a syscall per wake (tokio unparks the I/O thread each time); instead the
+/// Python side queues the exchanges it changed and kicks the I/O thread once per event
+/// loop iteration, and one task there wakes them all with thread-local wakes.
+#[derive(Default)]
+pub struct IoWakeups {
+    pending: Mutex<Vec<Arc<Exchange>>>,
+    kick: tokio::sync::Notify,
+}
+
+impl IoWakeups {
+    /// Python thread: the I/O side of `ex` has something to do (after the next kick).
+    pub fn push(&self, ex: Arc<Exchange>) {
+        self.pending.lock().unwrap().push(ex);
+    }
+
+    /// Python thread, once per loop iteration.
+    pub fn kick(&self) {
+        if !self.pending.lock().unwrap().is_empty() {
+            self.kick.notify_one();
+        }
+    }
+
+    /// The I/O thread's task that hands the wakes out.
+    pub async fn run(&self) {
+        let mut batch = Vec::new();
+        loop {
+            self.kick.notified().await;
+            std::mem::swap(&mut *self.pending.lock().unwrap(), &mut batch);
+            for ex in batch.drain(..) {
+                ex.wake_io();
+            }
+        }
+    }
+}
+
 /// Python futures of a waiting receive() / send(); touched only with the GIL held.
 #[derive(Default)]
 pub struct PyWaiters {
@@ -158,8 +194,8 @@ impl Exchange {
         self.state.lock().unwrap()
     }
 
-    /// Called by the Python side after it changed something the I/O side waits for.
-    pub fn wake_io(&self) {
+    /// Wakes the connection task; called on the I/O thread by `IoWakeups::run`.
+    fn wake_io(&self) {
         self.io_waker.wake();
     }
 

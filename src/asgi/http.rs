@@ -5,7 +5,7 @@
 //! Future only when they must wait for the I/O thread, which completes it through a
 //! `Wake` event (see worker/bridge.rs).
 
-use super::exchange::{Exchange, ResponseHead, State, HIGH_WATER, LOW_WATER};
+use super::exchange::{Exchange, IoWakeups, ResponseHead, State, HIGH_WATER, LOW_WATER};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pyo3::create_exception!(
@@ -56,48 +57,80 @@ pub struct HttpContext {
     call_soon: PyObject,
     /// `Ready(None)`, shared by every send() that doesn't wait.
     pub(crate) ready_none: Py<Ready>,
-    /// Responses started without a body yet; their heads are flushed at the end of the
-    /// current loop iteration unless a body message comes first.
-    unflushed: Arc<Mutex<Vec<Arc<Exchange>>>>,
-    flusher: Py<Flusher>,
+    work: Arc<IterationWork>,
+    end_of_iteration: Py<EndOfIteration>,
+}
+
+/// What is left to do at the end of the current event loop iteration.
+struct IterationWork {
+    /// Responses started without a body yet; their heads are sent unless a body
+    /// message comes first in this iteration.
+    unflushed: Mutex<Vec<Arc<Exchange>>>,
+    wakeups: Arc<IoWakeups>,
+    scheduled: AtomicBool,
 }
 
 impl HttpContext {
-    pub fn new(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let unflushed = Arc::new(Mutex::new(Vec::new()));
+    pub fn new(
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        wakeups: Arc<IoWakeups>,
+    ) -> PyResult<Self> {
+        let work = Arc::new(IterationWork {
+            unflushed: Mutex::new(Vec::new()),
+            wakeups,
+            scheduled: AtomicBool::new(false),
+        });
         Ok(HttpContext {
             create_future: event_loop.getattr("create_future")?.unbind(),
             call_soon: event_loop.getattr("call_soon")?.unbind(),
             ready_none: Py::new(py, Ready { value: None })?,
-            flusher: Py::new(
-                py,
-                Flusher {
-                    unflushed: unflushed.clone(),
-                },
-            )?,
-            unflushed,
+            end_of_iteration: Py::new(py, EndOfIteration { work: work.clone() })?,
+            work,
         })
+    }
+
+    /// Run `EndOfIteration` once, after the callbacks of this loop iteration.
+    fn schedule(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.work.scheduled.swap(true, Ordering::Relaxed) {
+            self.call_soon
+                .call1(py, (self.end_of_iteration.clone_ref(py),))?;
+        }
+        Ok(())
+    }
+
+    /// The I/O side of `ex` has something to do: wake it at the end of this iteration.
+    pub(crate) fn wake_io(&self, py: Python<'_>, ex: &Arc<Exchange>) {
+        self.work.wakeups.push(ex.clone());
+        if let Err(e) = self.schedule(py) {
+            // The loop is closing; wake at once rather than never.
+            crate::debug!("call_soon failed ({e}); waking the I/O thread directly");
+            self.work.wakeups.kick();
+        }
     }
 }
 
-/// Sends the heads of responses whose app started them and then waited.
+/// Sends the heads of responses whose app started them and then waited, then wakes
+/// the I/O thread once for everything this iteration produced.
 #[pyclass(frozen, module = "ferrocorn._ferrocorn")]
-pub struct Flusher {
-    unflushed: Arc<Mutex<Vec<Arc<Exchange>>>>,
+pub struct EndOfIteration {
+    work: Arc<IterationWork>,
 }
 
 #[pymethods]
-impl Flusher {
+impl EndOfIteration {
     fn __call__(&self) {
-        let pending = std::mem::take(&mut *self.unflushed.lock().unwrap());
+        self.work.scheduled.store(false, Ordering::Relaxed);
+        let pending = std::mem::take(&mut *self.work.unflushed.lock().unwrap());
         for ex in pending {
             let mut st = ex.state();
             if !st.head_taken && !st.body_seen {
                 st.head_flush = true;
                 drop(st);
-                ex.wake_io();
+                self.work.wakeups.push(ex);
             }
         }
+        self.work.wakeups.kick();
     }
 }
 
@@ -189,7 +222,7 @@ impl Receive {
         let fut = self.ctx.create_future.call0(py)?;
         self.ex.waiters.lock().unwrap().rx = Some(fut.clone_ref(py));
         if want_body {
-            self.ex.wake_io();
+            self.ctx.wake_io(py, &self.ex);
         }
         Ok(fut)
     }
@@ -217,7 +250,7 @@ impl Send {
     }
 
     /// Called by the request runner when the app returned.
-    fn app_done(&self) {
+    fn app_done(&self, py: Python<'_>) {
         let mut st = self.ex.state();
         if st.disconnected {
             // The app gave up on a client that left: nothing to answer, nothing wrong.
@@ -225,11 +258,11 @@ impl Send {
         } else if !st.started {
             drop(st);
             crate::error!("ASGI callable returned without starting response.");
-            self.fail(true);
+            self.fail(py, true);
         } else if !st.complete && !st.disconnected && !st.response_done {
             drop(st);
             crate::error!("ASGI callable returned without completing response.");
-            self.fail(false);
+            self.fail(py, false);
         } else {
             st.complete = true;
         }
@@ -253,7 +286,7 @@ impl Send {
             crate::error!("Exception in ASGI application\n{}", text.trim_end());
         }
         let started = self.ex.state().started;
-        self.fail(!started);
+        self.fail(py, !started);
         Ok(())
     }
 }
@@ -283,13 +316,13 @@ impl Send {
         st.started = true;
         st.head = Some(ResponseHead { status, headers });
         drop(st);
-        let mut unflushed = self.ctx.unflushed.lock().unwrap();
-        if unflushed.is_empty() {
-            self.ctx
-                .call_soon
-                .call1(py, (self.ctx.flusher.clone_ref(py),))?;
-        }
-        unflushed.push(self.ex.clone());
+        self.ctx
+            .work
+            .unflushed
+            .lock()
+            .unwrap()
+            .push(self.ex.clone());
+        self.ctx.schedule(py)?;
         Ok(self.ctx.ready_none.clone_ref(py).into_any())
     }
 
@@ -337,7 +370,7 @@ impl Send {
             st.tx_waiting = true;
         }
         drop(st);
-        self.ex.wake_io();
+        self.ctx.wake_io(py, &self.ex);
         if !must_wait {
             return Ok(self.ctx.ready_none.clone_ref(py).into_any());
         }
@@ -347,7 +380,7 @@ impl Send {
     }
 
     /// The app failed: answer 500 if nothing was sent yet, else close the connection.
-    fn fail(&self, send_500: bool) {
+    fn fail(&self, py: Python<'_>, send_500: bool) {
         let mut st = self.ex.state();
         if send_500 && !st.started {
             let mut headers = HeaderMap::new();
@@ -370,7 +403,7 @@ impl Send {
             st.aborted = true;
         }
         drop(st);
-        self.ex.wake_io();
+        self.ctx.wake_io(py, &self.ex);
     }
 }
 
@@ -420,7 +453,7 @@ fn header_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 }
 
 /// Completes whatever receive() / send() future of this exchange can complete now.
-pub fn wake(py: Python<'_>, ex: &Arc<Exchange>) -> PyResult<()> {
+pub fn wake(py: Python<'_>, ex: &Arc<Exchange>, ctx: &HttpContext) -> PyResult<()> {
     let mut waiters = ex.waiters.lock().unwrap();
     if let Some(fut) = waiters.rx.take() {
         let mut st = ex.state();
@@ -436,7 +469,7 @@ pub fn wake(py: Python<'_>, ex: &Arc<Exchange>) -> PyResult<()> {
                 drop(st);
                 waiters.rx = Some(fut);
                 if want {
-                    ex.wake_io();
+                    ctx.wake_io(py, ex);
                 }
             }
         }

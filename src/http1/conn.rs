@@ -45,6 +45,8 @@ pub struct ConnShared {
     pub max_connections: Option<usize>,
     /// Counts requests for --max-requests.
     pub recycle: Option<crate::worker::control::Recycle>,
+    /// Python -> I/O wakeups of http exchanges, handed out by one task.
+    pub wakeups: Arc<crate::asgi::exchange::IoWakeups>,
     /// None with --ws none.
     pub ws: Option<crate::ws::conn::WsSettings>,
     /// Set once on a graceful stop: open WebSockets close with 1012.

@@ -11,6 +11,8 @@ mod signals;
 mod stacks;
 
 use crate::asgi::dispatch::Dispatcher;
+use crate::asgi::exchange::IoWakeups;
+use crate::asgi::http::HttpContext;
 use crate::asgi::scope::ScopeBuilder;
 use crate::config::{Config, HttpMode, LogLevel};
 use crate::control::{ListenerSpec, ToMaster, ToWorker};
@@ -134,14 +136,15 @@ impl WorkerCore {
         if self.server.is_some() {
             return Err(runtime_error("already serving"));
         }
+        let wakeups = Arc::new(IoWakeups::default());
         self.dispatcher = Some(Dispatcher::new(
-            py,
             event_loop,
             app,
             runner,
             state,
             on_control,
             ScopeBuilder::new(py, &self.config.root_path, self.config.tls_enabled())?,
+            HttpContext::new(py, event_loop, wakeups.clone())?,
         )?);
         let c = &self.config;
         let tls = crate::tls::server_config(c)
@@ -186,6 +189,7 @@ impl WorkerCore {
             recycle: self
                 .max_requests
                 .map(|limit| control::Recycle::new(limit, self.control.clone())),
+            wakeups,
             ws,
             ws_close: tokio::sync::watch::channel(false).0,
             http2,

@@ -116,6 +116,8 @@ struct Counts {
 
 async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watch::Receiver<bool>) {
     let counts = Arc::new(Counts::default());
+    let wakeups = shared.wakeups.clone();
+    tokio::spawn(async move { wakeups.run().await });
     let mut accepting = Vec::new();
     for listener in listeners {
         accepting.push(tokio::spawn(accept_loop(
