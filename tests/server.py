@@ -85,11 +85,11 @@ class Server:
         raise AssertionError(f"{pattern!r} not logged within {timeout}s:\n{self.stderr_text()}")
 
     def start(self, timeout: float = 20.0) -> Server:
-        running = self.wait_for_log(r"running on (http://\S+|unix socket \S+)", timeout)
+        running = self.wait_for_log(r"running on (https?://\S+|unix socket \S+)", timeout)
         target = running.group(1)
-        if target.startswith("http://"):
+        if target.startswith(("http://", "https://")):
             self.url = target
-            hostport = target[len("http://") :]
+            hostport = target.split("://", 1)[1]
             self.host, _, port = hostport.rpartition(":")
             self.host = self.host.strip("[]")
             self.port = int(port)
