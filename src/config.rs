@@ -248,7 +248,7 @@ pub struct Config {
     pub ws_ping_timeout: f64,
 
     /// Negotiate permessage-deflate compression when the client offers it.
-    #[arg(long, default_value = "true", value_name = "BOOL",
+    #[arg(long, default_value = "true", value_name = "BOOL", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub ws_per_message_deflate: bool,
 
