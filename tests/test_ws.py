@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 
 import httpx
@@ -277,6 +278,28 @@ def test_slow_reader_gets_backpressure_not_memory():
             sent = record(s)["flood_sent"]
             assert sent < 100, sent
             ws.recv()
+
+
+@pytest.mark.timeout(60)
+def test_max_queue_stops_reading_a_fast_client():
+    with Server(APP, "--ws-max-queue", "2") as s:
+        with connect(ws_url(s, "/slow-consumer"), compression=None, max_size=None) as ws:
+            sent = 0
+
+            def flood():
+                nonlocal sent
+                for _ in range(100):
+                    ws.send(b"x" * (1 << 20))
+                    sent += 1
+
+            sender = threading.Thread(target=flood)
+            sender.start()
+            time.sleep(1.0)
+            # 100 MiB can't be in flight: the server stopped reading after 2 messages,
+            # so the client is stuck once the socket buffers are full.
+            assert sent < 60, sent
+            sender.join(30)
+            assert ws.recv() == "got 100"
 
 
 def test_ws_none_serves_upgrades_as_http():

@@ -128,6 +128,15 @@ async def _websocket(scope, receive, send):
                 RECORD["flood_sent"] += 1
         except OSError:
             pass
+    elif path == "/slow-consumer":
+        # Read nothing for a while, then everything: the client must have been held back.
+        await asyncio.sleep(1.5)
+        count = 0
+        while count < 100:
+            message = await receive()
+            count += message["type"] == "websocket.receive"
+        await send({"type": "websocket.send", "text": f"got {count}"})
+        await receive()
     elif path == "/finally":
         try:
             message = await receive()
