@@ -165,6 +165,17 @@ def test_stream_reset_disconnects_that_request_only(server):
     client.close()
 
 
+@pytest.mark.timeout(30)
+def test_a_reader_that_grants_no_window_holds_the_app_back(server):
+    client = RawH2(server)
+    client.request("/flood")  # and never acknowledge a byte of it
+    time.sleep(1.5)
+    sent = httpx.get(f"{server.url}/record").json()["http_flood_sent"]
+    # 64 KiB of window plus the 256 KiB send() may queue: a handful of pieces, not 1 GiB.
+    assert sent < 16, sent
+    client.close()
+
+
 def test_cookie_fields_are_joined(server):
     client = RawH2(server)
     stream = client.request("/scope", [("cookie", "a=1"), ("x-other", "y"), ("cookie", "b=2")])

@@ -49,6 +49,15 @@ async def _http(scope, receive, send):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
+    elif path == "/flood":
+        # Up to 1 GiB in 64 KiB pieces, counted, for slow-reader tests.
+        RECORD["http_flood_sent"] = 0
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(16384):
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+            RECORD["http_flood_sent"] += 1
+        await send({"type": "http.response.body", "body": b""})
+        return
     elif path == "/wait-disconnect":
         # Record that this request saw http.disconnect (a reset HTTP/2 stream).
         RECORD["wait_disconnect"] = "waiting"
