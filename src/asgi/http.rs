@@ -9,10 +9,11 @@ use super::exchange::{Exchange, IoWakeups, ResponseHead, State, HIGH_WATER, LOW_
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyStopIteration};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -228,6 +229,31 @@ impl Receive {
     }
 }
 
+/// `message[key]`, or None when the key is absent. ASGI messages are dicts, so this is
+/// one dict lookup that raises nothing for an optional key (a KeyError raised and
+/// caught per message was measurable); any other mapping still works.
+pub(crate) fn field<'py>(
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Ok(dict) = message.downcast::<PyDict>() {
+        return dict.get_item(key);
+    }
+    match message.get_item(key) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_instance_of::<PyKeyError>(message.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `message[key]` for a key the message must have.
+pub(crate) fn required<'py>(
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    field(message, key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+}
+
 pub(crate) fn protocol_error(msg: String) -> PyErr {
     PyRuntimeError::new_err(msg)
 }
@@ -235,7 +261,7 @@ pub(crate) fn protocol_error(msg: String) -> PyErr {
 #[pymethods]
 impl Send {
     fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        let kind = message.get_item(intern!(py, "type"))?;
+        let kind = required(message, intern!(py, "type"))?;
         let kind = kind.downcast::<PyString>()?;
         if kind.is(intern!(py, "http.response.body")) || kind == "http.response.body" {
             self.body(py, message)
@@ -293,14 +319,14 @@ impl Send {
 
 impl Send {
     fn start(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        let status = message.get_item(intern!(py, "status"))?;
+        let status = required(message, intern!(py, "status"))?;
         let status: u16 = status.extract().map_err(|_| {
             protocol_error(format!("Invalid status in http.response.start: {status}"))
         })?;
         let status = StatusCode::from_u16(status)
             .map_err(|_| protocol_error(format!("Invalid HTTP status code {status}")))?;
-        let headers = match message.get_item(intern!(py, "headers")) {
-            Ok(h) if !h.is_none() => convert_headers(&h)?,
+        let headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => convert_headers(&h)?,
             _ => HeaderMap::new(),
         };
         let mut st = self.ex.state();
@@ -327,10 +353,10 @@ impl Send {
     }
 
     fn body(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        let body = message.get_item(intern!(py, "body")).ok();
-        let more = match message.get_item(intern!(py, "more_body")) {
-            Ok(m) => m.is_truthy()?,
-            Err(_) => false,
+        let body = field(message, intern!(py, "body"))?;
+        let more = match field(message, intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
         };
         let mut st = self.ex.state();
         if !st.started {
@@ -408,7 +434,7 @@ impl Send {
 }
 
 pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
-    let mut map = HeaderMap::new();
+    let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0));
     for item in headers.try_iter()? {
         let item = item?;
         let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
@@ -433,9 +459,10 @@ pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap>
     Ok(map)
 }
 
-fn header_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+/// A header name or value as bytes, borrowed from a `bytes` object (the usual case).
+fn header_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     if let Ok(b) = obj.downcast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
+        return Ok(Cow::Borrowed(b.as_bytes()));
     }
     // Lenient as uvicorn is: latin-1 text is accepted too.
     if let Ok(s) = obj.downcast::<PyString>() {
@@ -444,6 +471,7 @@ fn header_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
             .chars()
             .map(|c| u8::try_from(c as u32))
             .collect::<Result<Vec<u8>, _>>()
+            .map(Cow::Owned)
             .map_err(|_| protocol_error("header text must be latin-1".into()));
     }
     Err(protocol_error(format!(

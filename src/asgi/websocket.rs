@@ -5,7 +5,8 @@
 
 use super::exchange::{ResponseHead, HIGH_WATER, LOW_WATER};
 use super::http::{
-    convert_headers, protocol_error, resolve, ClientDisconnected, HttpContext, Ready,
+    convert_headers, field, protocol_error, required, resolve, ClientDisconnected, HttpContext,
+    Ready,
 };
 use super::ws_session::{Decision, Message, Outgoing, WsSession, WsState};
 use bytes::Bytes;
@@ -101,7 +102,7 @@ fn unexpected(kind: &str, when: &str) -> PyErr {
 #[pymethods]
 impl WsSend {
     fn __call__(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        let kind = message.get_item(intern!(py, "type"))?;
+        let kind = required(message, intern!(py, "type"))?;
         let kind = kind.downcast::<PyString>()?.to_cow()?;
         let mut st = self.ws.state();
         let must_wait = match kind.as_ref() {
@@ -130,12 +131,12 @@ impl WsSend {
                 if st.decided {
                     return Err(unexpected(&kind, "after the handshake was answered"));
                 }
-                let subprotocol = match message.get_item(intern!(py, "subprotocol")) {
-                    Ok(p) if !p.is_none() => Some(p.extract::<String>()?),
+                let subprotocol = match field(message, intern!(py, "subprotocol"))? {
+                    Some(p) if !p.is_none() => Some(p.extract::<String>()?),
                     _ => None,
                 };
-                let headers = match message.get_item(intern!(py, "headers")) {
-                    Ok(h) if !h.is_none() => convert_headers(&h)?
+                let headers = match field(message, intern!(py, "headers"))? {
+                    Some(h) if !h.is_none() => convert_headers(&h)?
                         .iter()
                         .map(|(name, value)| (name.clone(), value.clone()))
                         .collect(),
@@ -159,12 +160,12 @@ impl WsSend {
                 } else if st.gone || st.disconnect.is_some() {
                     return Err(ClientDisconnected::new_err("client disconnected"));
                 } else {
-                    let code = match message.get_item(intern!(py, "code")) {
-                        Ok(c) if !c.is_none() => c.extract::<u16>()?,
+                    let code = match field(message, intern!(py, "code"))? {
+                        Some(c) if !c.is_none() => c.extract::<u16>()?,
                         _ => 1000,
                     };
-                    let reason = match message.get_item(intern!(py, "reason")) {
-                        Ok(r) if !r.is_none() => r.extract::<String>()?,
+                    let reason = match field(message, intern!(py, "reason"))? {
+                        Some(r) if !r.is_none() => r.extract::<String>()?,
                         _ => String::new(),
                     };
                     st.app_closed = true;
@@ -176,11 +177,11 @@ impl WsSend {
                 if st.decided {
                     return Err(unexpected(&kind, "after the handshake was answered"));
                 }
-                let status: u16 = message.get_item(intern!(py, "status"))?.extract()?;
+                let status: u16 = required(message, intern!(py, "status"))?.extract()?;
                 let status = StatusCode::from_u16(status)
                     .map_err(|_| protocol_error(format!("Invalid HTTP status code {status}")))?;
-                let headers = match message.get_item(intern!(py, "headers")) {
-                    Ok(h) if !h.is_none() => convert_headers(&h)?,
+                let headers = match field(message, intern!(py, "headers"))? {
+                    Some(h) if !h.is_none() => convert_headers(&h)?,
                     _ => HeaderMap::new(),
                 };
                 st.decided = true;
@@ -196,7 +197,7 @@ impl WsSend {
                         "outside a 'websocket.http.response.start' response",
                     ));
                 }
-                if let Ok(body) = message.get_item(intern!(py, "body")) {
+                if let Some(body) = field(message, intern!(py, "body"))? {
                     let data = body.downcast::<PyBytes>().map_err(|_| {
                         protocol_error("websocket.http.response.body 'body' must be bytes".into())
                     })?;
@@ -205,9 +206,9 @@ impl WsSend {
                             .push_back(Bytes::copy_from_slice(data.as_bytes()));
                     }
                 }
-                let more = match message.get_item(intern!(py, "more_body")) {
-                    Ok(m) => m.is_truthy()?,
-                    Err(_) => false,
+                let more = match field(message, intern!(py, "more_body"))? {
+                    Some(m) => m.is_truthy()?,
+                    None => false,
                 };
                 st.deny_complete = !more;
                 false
@@ -309,7 +310,7 @@ impl WsSend {
 }
 
 fn data_message(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Message> {
-    if let Ok(b) = message.get_item(intern!(py, "bytes")) {
+    if let Some(b) = field(message, intern!(py, "bytes"))? {
         if !b.is_none() {
             let data = b
                 .downcast::<PyBytes>()
@@ -317,7 +318,7 @@ fn data_message(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Message>
             return Ok(Message::Binary(Bytes::copy_from_slice(data.as_bytes())));
         }
     }
-    if let Ok(t) = message.get_item(intern!(py, "text")) {
+    if let Some(t) = field(message, intern!(py, "text"))? {
         if !t.is_none() {
             let text = t
                 .downcast::<PyString>()
