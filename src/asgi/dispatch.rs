@@ -16,12 +16,53 @@ pub struct Dispatcher {
     app: PyObject,
     /// `async def run_http(app, scope, receive, send)`: calls the app, reports errors.
     runner: PyObject,
-    create_task: PyObject,
+    tasks: TaskMaker,
     /// Called with "stop", "quit" or "drained".
     on_control: PyObject,
     state: Py<PyDict>,
     scopes: ScopeBuilder,
     http: Arc<HttpContext>,
+}
+
+/// Starts each request's asyncio Task.
+enum TaskMaker {
+    /// `asyncio.Task(coro, loop=loop, name="ferrocorn")` with one kwargs dict made once.
+    /// `loop.create_task` (uvloop's included) lets the Task name itself "Task-N", a
+    /// string formatted per request, and builds its own kwargs on every call; both
+    /// showed in profiles.
+    Direct { task: PyObject, kwargs: Py<PyDict> },
+    /// The app installed a task factory (`loop.set_task_factory`): respect it.
+    Factory(PyObject),
+}
+
+impl TaskMaker {
+    fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<TaskMaker> {
+        let py = event_loop.py();
+        if !event_loop.call_method0("get_task_factory")?.is_none() {
+            return Ok(TaskMaker::Factory(
+                event_loop.getattr("create_task")?.unbind(),
+            ));
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("loop", event_loop)?;
+        kwargs.set_item("name", "ferrocorn")?;
+        Ok(TaskMaker::Direct {
+            task: py.import("asyncio")?.getattr("Task")?.unbind(),
+            kwargs: kwargs.unbind(),
+        })
+    }
+
+    fn spawn(&self, py: Python<'_>, coro: PyObject) -> PyResult<()> {
+        match self {
+            TaskMaker::Direct { task, kwargs } => {
+                task.call(py, (coro,), Some(kwargs.bind(py)))?;
+            }
+            TaskMaker::Factory(create_task) => {
+                create_task.call1(py, (coro,))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Dispatcher {
@@ -37,7 +78,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             app,
             runner,
-            create_task: event_loop.getattr("create_task")?.unbind(),
+            tasks: TaskMaker::new(event_loop)?,
             on_control,
             state,
             scopes,
@@ -80,7 +121,7 @@ impl Dispatcher {
                 self.runner.call1(py, (app, scope, receive, send))?
             }
         };
-        self.create_task.call1(py, (coro,))?;
+        self.tasks.spawn(py, coro)?;
         Ok(())
     }
 }
