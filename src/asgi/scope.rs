@@ -16,15 +16,50 @@ use std::net::SocketAddr;
 const HEADER_NAME_CACHE: usize = 256;
 
 pub struct ScopeBuilder {
-    asgi: Py<PyDict>,
-    root_path: Py<PyString>,
     root_path_raw: Vec<u8>,
     root_path_text: String,
     header_names: HashMap<HeaderName, Py<PyBytes>>,
     empty_bytes: Py<PyBytes>,
-    tls: bool,
     /// `{"websocket.http.response": {}}`: denial responses are supported.
     ws_extensions: Py<PyDict>,
+    /// Every key of an http / websocket scope, with this worker's constant values and
+    /// None for the rest: a scope is a copy of its template (one fast C-level copy of
+    /// an already-sized table) with the per-request values written over the Nones.
+    http_template: Py<PyDict>,
+    ws_template: Py<PyDict>,
+}
+
+fn template<'py>(
+    py: Python<'py>,
+    kind: &str,
+    scheme: &str,
+    asgi: &Bound<'py, PyDict>,
+    root_path: &Bound<'py, PyString>,
+    extensions: bool,
+) -> PyResult<Py<PyDict>> {
+    let t = PyDict::new(py);
+    let none = py.None();
+    t.set_item(intern!(py, "type"), PyString::intern(py, kind))?;
+    t.set_item(intern!(py, "asgi"), asgi)?;
+    t.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
+    if kind == "http" {
+        t.set_item(intern!(py, "method"), &none)?;
+    }
+    t.set_item(intern!(py, "scheme"), PyString::intern(py, scheme))?;
+    for key in ["path", "raw_path", "query_string"] {
+        t.set_item(PyString::intern(py, key), &none)?;
+    }
+    t.set_item(intern!(py, "root_path"), root_path)?;
+    for key in ["headers", "client", "server", "state"] {
+        t.set_item(PyString::intern(py, key), &none)?;
+    }
+    if kind == "websocket" {
+        t.set_item(intern!(py, "subprotocols"), &none)?;
+    }
+    if extensions {
+        t.set_item(intern!(py, "extensions"), &none)?;
+    }
+    Ok(t.unbind())
 }
 
 impl ScopeBuilder {
@@ -32,14 +67,21 @@ impl ScopeBuilder {
         let asgi = PyDict::new(py);
         asgi.set_item("version", "3.0")?;
         asgi.set_item("spec_version", "2.4")?;
+        let root = PyString::new(py, root_path);
+        let (http_scheme, ws_scheme) = if tls {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        let http_template = template(py, "http", http_scheme, &asgi, &root, tls)?;
+        let ws_template = template(py, "websocket", ws_scheme, &asgi, &root, true)?;
         Ok(ScopeBuilder {
-            asgi: asgi.unbind(),
-            root_path: PyString::new(py, root_path).unbind(),
+            http_template,
+            ws_template,
             root_path_raw: root_path.as_bytes().to_vec(),
             root_path_text: root_path.to_string(),
             header_names: HashMap::new(),
             empty_bytes: PyBytes::new(py, b"").unbind(),
-            tls,
             ws_extensions: {
                 let ext = PyDict::new(py);
                 ext.set_item("websocket.http.response", PyDict::new(py))?;
@@ -54,29 +96,19 @@ impl ScopeBuilder {
         head: &RequestHead,
         state: &Bound<'py, PyDict>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let scope = PyDict::new(py);
         let websocket = matches!(head.session, Session::WebSocket(_));
-        if websocket {
-            scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
-            let scheme = if self.tls {
-                intern!(py, "wss")
-            } else {
-                intern!(py, "ws")
-            };
-            scope.set_item(intern!(py, "scheme"), scheme)?;
+        let scope = if websocket {
+            let scope = self.ws_template.bind(py).copy()?;
             scope.set_item(intern!(py, "subprotocols"), subprotocols(py, head)?)?;
+            scope
         } else {
-            scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+            let scope = self.http_template.bind(py).copy()?;
             scope.set_item(intern!(py, "method"), method(py, &head.method))?;
-            let scheme = if self.tls {
-                intern!(py, "https")
-            } else {
-                intern!(py, "http")
-            };
-            scope.set_item(intern!(py, "scheme"), scheme)?;
+            scope
+        };
+        if head.version != Version::HTTP_11 {
+            scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
         }
-        scope.set_item(intern!(py, "asgi"), self.asgi.bind(py))?;
-        scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
 
         let (raw_path, query) = split_target(&head.target);
         let decoded = percent_decode(raw_path).decode_utf8_lossy();
@@ -96,7 +128,6 @@ impl ScopeBuilder {
             None => self.empty_bytes.bind(py).clone(),
         };
         scope.set_item(intern!(py, "query_string"), query)?;
-        scope.set_item(intern!(py, "root_path"), self.root_path.bind(py))?;
 
         let headers = PyList::empty(py);
         for (name, value) in &head.headers {
