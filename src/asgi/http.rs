@@ -380,13 +380,13 @@ impl Send {
             return Ok(self.ctx.ready_none.clone_ref(py).into_any());
         }
         if let Some(body) = body {
-            let data: &[u8] = body
-                .downcast::<PyBytes>()
-                .map_err(|_| protocol_error("http.response.body 'body' must be bytes".into()))?
-                .as_bytes();
+            let body = body
+                .downcast_into::<PyBytes>()
+                .map_err(|_| protocol_error("http.response.body 'body' must be bytes".into()))?;
+            let data = body_bytes(body);
             if !data.is_empty() {
                 st.queued_bytes += data.len();
-                st.chunks.push_back(Bytes::copy_from_slice(data));
+                st.chunks.push_back(data);
             }
         }
         st.body_seen = true;
@@ -478,6 +478,43 @@ fn header_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
         "Header names and values must be bytes, not {}",
         obj.get_type().name()?
     )))
+}
+
+/// Bodies at least this big are not copied: the bytes object itself is kept (and
+/// released, through pyo3's deferred decref, once written).
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// A Python `bytes` body as `Bytes`.
+pub(crate) fn body_bytes(body: Bound<'_, PyBytes>) -> Bytes {
+    let data = body.as_bytes();
+    if data.len() < ZERO_COPY_MIN {
+        return Bytes::copy_from_slice(data);
+    }
+    let (ptr, len) = (data.as_ptr(), data.len());
+    Bytes::from_owner(PyBytesOwner {
+        _object: body.unbind(),
+        ptr,
+        len,
+    })
+}
+
+/// Keeps a `bytes` object alive while the I/O thread reads its buffer.
+struct PyBytesOwner {
+    _object: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a `bytes` object is immutable and its buffer lives as long as the object,
+// which `_object` keeps alive; reading it needs no GIL. Dropping the `Py` without the
+// GIL is deferred by pyo3 to the next time the GIL is taken.
+unsafe impl std::marker::Send for PyBytesOwner {}
+
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see above; ptr/len come from the live object's buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 /// Completes whatever receive() / send() future of this exchange can complete now.

@@ -4,10 +4,11 @@
 
 use super::decode::{Decoder, Step};
 use super::encode::{self, BodyFraming, HeadOptions, RequestFacts};
+use super::outq::OutQueue;
 use super::parse::{self, Framing, Limits, Outcome, Rejection};
 use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead, Session};
 use crate::worker::bridge::{Bridge, Event};
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -322,7 +323,7 @@ struct Transaction<'a, S> {
     method: Method,
     version: Version,
     keep_alive: bool,
-    out: BytesMut,
+    out: OutQueue,
     /// Set once the response head is written.
     framing: Option<BodyFraming>,
     body_sent: u64,
@@ -373,7 +374,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
             method: head.method,
             version: head.version,
             keep_alive: head.keep_alive && !closing,
-            out: BytesMut::new(),
+            out: OutQueue::default(),
             framing: None,
             body_sent: 0,
             response_ended: false,
@@ -553,7 +554,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
             // The app asked for the body: now the client may send it.
             self.expect_continue = false;
             if self.framing.is_none() {
-                self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                self.out.tail().put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             }
         }
         match self.decode_buffered() {
@@ -586,7 +587,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
         self.ex.disconnect();
         self.broken = true;
         if self.framing.is_none() {
-            write_error_response(&mut self.out, status, self.shared);
+            write_error_response(self.out.tail(), status, self.shared);
             self.framing = Some(BodyFraming::None);
             self.response_ended = true;
         }
@@ -608,7 +609,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 keep_alive: self.keep_alive,
             };
             let (framing, keep_alive) = encode::write_head(
-                &mut self.out,
+                self.out.tail(),
                 head.status,
                 &head.headers,
                 exact,
@@ -628,17 +629,22 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                     self.body_sent += data.len() as u64;
                     match framing {
                         BodyFraming::None => {}
-                        BodyFraming::Chunked => encode::put_chunk(&mut self.out, &data),
-                        BodyFraming::UntilClose => self.out.put_slice(&data),
+                        BodyFraming::Chunked if data.is_empty() => {}
+                        BodyFraming::Chunked => {
+                            encode::put_chunk_size(self.out.tail(), data.len());
+                            self.out.push(data);
+                            self.out.tail().put_slice(b"\r\n");
+                        }
+                        BodyFraming::UntilClose => self.out.push(data),
                         BodyFraming::Length(n) => {
                             if self.body_sent > n {
                                 crate::error!("Response content longer than Content-Length");
                                 let fits = data.len() - (self.body_sent - n) as usize;
-                                self.out.put_slice(&data[..fits]);
+                                self.out.push(data.slice(..fits));
                                 self.broken = true;
                                 self.response_ended = true;
                             } else {
-                                self.out.put_slice(&data);
+                                self.out.push(data);
                             }
                         }
                     }
@@ -647,7 +653,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                     progress = true;
                     self.response_ended = true;
                     match framing {
-                        BodyFraming::Chunked => self.out.put_slice(encode::LAST_CHUNK),
+                        BodyFraming::Chunked => self.out.tail().put_slice(encode::LAST_CHUNK),
                         BodyFraming::Length(n) if self.body_sent < n => {
                             crate::error!("Response content shorter than Content-Length");
                             self.broken = true;
@@ -671,12 +677,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, ()>> {
         let mut wrote = false;
         while !self.out.is_empty() {
-            match Pin::new(&mut *self.io).poll_write(cx, &self.out) {
+            match self.out.poll_write(&mut *self.io, cx) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
-                Poll::Ready(Ok(n)) => {
-                    self.out.advance(n);
-                    wrote = true;
-                }
+                Poll::Ready(Ok(_)) => wrote = true,
                 Poll::Pending => {
                     return if wrote {
                         Poll::Ready(Ok(true))

@@ -139,8 +139,15 @@ pub fn put_chunk(out: &mut BytesMut, data: &[u8]) {
     if data.is_empty() {
         return; // An empty chunk would end the body.
     }
+    put_chunk_size(out, data.len());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// The `size\r\n` line before a chunk's data (which the caller writes, then CRLF).
+pub fn put_chunk_size(out: &mut BytesMut, len: usize) {
     let mut hex = [0u8; 16];
-    let mut n = data.len();
+    let mut n = len;
     let mut i = hex.len();
     while n > 0 {
         i -= 1;
@@ -148,8 +155,6 @@ pub fn put_chunk(out: &mut BytesMut, data: &[u8]) {
         n >>= 4;
     }
     out.put_slice(&hex[i..]);
-    out.put_slice(b"\r\n");
-    out.put_slice(data);
     out.put_slice(b"\r\n");
 }
 

@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod decode;
 pub mod encode;
+pub mod outq;
 pub mod parse;
 
 #[cfg(test)]
