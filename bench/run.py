@@ -43,17 +43,31 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 HOST = "127.0.0.1"
 
-ALL_SERVERS = ("ferrocorn", "granian", "uvicorn", "gunicorn")
+ALL_SERVERS = ("ferrocorn", "granian", "uvicorn", "gunicorn", "ceiling")
+# ceiling: a plain hyper server (bench/tools), the no-Python ceiling of hello and h2hello.
+TOOLS = HERE / "tools"
+TOOLS_BIN = TOOLS / "target" / "release"
 BASELINE = "granian"
 ECHO_BODY = bytes(range(256)) * 40  # 10240 bytes, for the correctness check
 
 
-# name: (app, path, wrk script name or None)
+# name: (app, path, load tool, wrk script name or None). Load tools: wrk (HTTP/1.1),
+# h2load (h2c by prior knowledge, 10 streams per connection), wsload (bench/tools: each
+# connection sends a 32-byte text message and waits for its echo).
 WORKLOADS = {
-    "hello": ("examples.hello:app", "/", None),
-    "fastapi": ("examples.fastapi_app:app", "/json", None),
-    "echo": ("examples.echo:app", "/", "post10k"),
+    "hello": ("examples.hello:app", "/", "wrk", None),
+    "fastapi": ("examples.fastapi_app:app", "/json", "wrk", None),
+    "echo": ("examples.echo:app", "/", "wrk", "post10k"),
+    "stream": ("examples.stream:app", "/", "wrk", None),
+    "h2hello": ("examples.hello:app", "/", "h2load", None),
+    "wsecho": ("examples.ws_echo:app", "/", "wsload", None),
 }
+# Who can serve what: uvicorn and gunicorn have no HTTP/2; the ceiling only says hello.
+SERVES = {
+    "h2hello": {"ferrocorn", "granian", "ceiling"},
+    "hello": set(ALL_SERVERS),
+}
+PYTHON_SERVERS = {"ferrocorn", "granian", "uvicorn", "gunicorn"}
 LUA_SCRIPTS = {"post10k": HERE / "post10k.lua"}  # a 10 KB POST
 
 
@@ -70,12 +84,21 @@ CHECKS = {
     "hello": Check("GET", b"", b"Hello, world!"),
     "fastapi": Check("GET", b"", {"message": "Hello, world!", "items": [1, 2, 3]}),
     "echo": Check("POST", ECHO_BODY, ECHO_BODY),
+    "stream": Check("GET", b"", b"x" * (1 << 20)),
+    "h2hello": Check("GET", b"", b"Hello, world!"),
+    "wsecho": Check("GET", b"", b"ok"),
 }
 ALIASES = {"echo10k": "echo", "json": "fastapi"}
 
 
-def server_command(server: str, app: str, port: int) -> list[str]:
+def serves(server: str, workload: str) -> bool:
+    return server in SERVES.get(workload, PYTHON_SERVERS)
+
+
+def server_command(server: str, app: str, port: int, workload: str = "hello") -> list[str]:
     """The command line for one server: one worker, no access log, uvloop everywhere."""
+    if server == "ceiling":
+        return [str(TOOLS_BIN / "ceiling"), str(port)]
     if server == "ferrocorn":
         # Default log level (info): "ferrocorn ready" is an info line; it logs nothing per
         # request without the access log.
@@ -85,10 +108,14 @@ def server_command(server: str, app: str, port: int) -> list[str]:
             "--no-access-log", "--loop", "uvloop",
         ]  # fmt: skip
     if server == "granian":
+        protocols = {
+            "wsecho": [],  # WebSockets are on by default
+            "h2hello": ["--no-ws", "--http", "2"],
+        }.get(workload, ["--no-ws"])
         return [
             str(PEERS_BIN / "granian"), "--interface", "asgi",
             "--host", HOST, "--port", str(port), "--workers", "1",
-            "--no-ws", "--log-level", "warning", "--loop", "uvloop", app,
+            *protocols, "--log-level", "warning", "--loop", "uvloop", app,
         ]  # fmt: skip
     if server == "uvicorn":
         return [
@@ -232,7 +259,28 @@ def http_request(
         conn.close()
 
 
-def wait_ready(port: int, path: str, proc, timeout: float = 30.0, log: Path | None = None):
+def h2_request(port: int, path: str) -> tuple[int, bytes]:
+    """A GET over h2c by prior knowledge, with curl (the servers may speak only HTTP/2)."""
+    out = subprocess.run(
+        ["curl", "-sS", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_code}"]
+        + [f"http://{HOST}:{port}{path}"],
+        capture_output=True,
+        timeout=5,
+    )
+    body, _, code = out.stdout.rpartition(b"\n")
+    if out.returncode != 0 or not code.isdigit():
+        raise OSError(f"curl --http2-prior-knowledge failed: {out.stderr.decode()[:200]}")
+    return int(code), body
+
+
+def wait_ready(
+    port: int,
+    path: str,
+    proc,
+    timeout: float = 30.0,
+    log: Path | None = None,
+    request=http_request,
+):
     """Wait until the server answers 200 to a GET on path. With log (ferrocorn's output),
     wait for its "ferrocorn ready" line first. Raises RunFailed."""
     deadline = time.monotonic() + timeout
@@ -244,7 +292,7 @@ def wait_ready(port: int, path: str, proc, timeout: float = 30.0, log: Path | No
             need_line = "ferrocorn ready" not in log.read_text(errors="replace")
         if not need_line:
             try:
-                if http_request(port, path, timeout=1.0)[0] == 200:
+                if request(port, path)[0] == 200:
                     return
             except (OSError, http.client.HTTPException):
                 pass
@@ -253,8 +301,11 @@ def wait_ready(port: int, path: str, proc, timeout: float = 30.0, log: Path | No
     raise RunFailed(f"no {what} within {timeout:g} s")
 
 
-def check_answer(port: int, path: str, check: Check) -> None:
-    status, body = http_request(port, path, check.method, check.body)
+def check_answer(port: int, path: str, check: Check, request=http_request) -> None:
+    if request is http_request:
+        status, body = http_request(port, path, check.method, check.body)
+    else:
+        status, body = request(port, path)
     if status != 200:
         raise RunFailed(f"{check.method} {path} answered {status}")
     if isinstance(check.expect, dict):
@@ -298,6 +349,78 @@ def run_wrk(url: str, seconds: int, connections: int, script: str | None, thread
     return result
 
 
+H2LOAD_STREAMS = 10
+
+
+def run_h2load(url: str, seconds: int, connections: int, threads: int = 1) -> dict:
+    """One h2load run over h2c by prior knowledge. h2load reports no percentiles, so
+    p99 is left out for this workload (mean request time is kept)."""
+    cmd = ["h2load", f"-c{connections}", f"-m{H2LOAD_STREAMS}", f"-t{threads}"]
+    cmd += [f"-D{int(seconds)}", url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    out = proc.stdout
+    rps = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
+    done = re.search(
+        r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+        out,
+    )
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    if proc.returncode != 0 or not (rps and done and codes):
+        raise RunFailed(f"h2load failed ({proc.returncode}): {(proc.stderr or out).strip()[:300]}")
+    failed = int(done.group(3)) + int(done.group(4))
+    non2xx = sum(int(codes.group(i)) for i in (2, 3, 4))
+    return {
+        "rps": float(rps.group(1)),
+        "requests": int(done.group(2)),
+        "p99_ms": None,
+        "mean_ms": float(mean.group(1)) * LATENCY_UNITS[mean.group(2)] if mean else None,
+        "non2xx": non2xx,
+        "sock_errors": failed,
+        "sock_detail": f"h2load: {failed} failed or errored",
+        "errors": non2xx + failed,
+    }
+
+
+def run_wsload(port: int, path: str, seconds: float, connections: int) -> dict:
+    """One wsload run (bench/tools): round trips per second and their p99."""
+    cmd = [str(TOOLS_BIN / "wsload"), f"{HOST}:{port}", path, str(connections), str(seconds)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    if proc.returncode != 0:
+        raise RunFailed(f"wsload failed ({proc.returncode}): {proc.stderr.strip()[:300]}")
+    data = json.loads(proc.stdout)
+    return {
+        "rps": data["round_trips"] / data["seconds"],
+        "requests": data["round_trips"],
+        "p99_ms": data["p99_ms"],
+        "non2xx": 0,
+        "sock_errors": 0,
+        "sock_detail": "",
+        "errors": 0,
+    }
+
+
+def run_load(workload: str, port: int, seconds: int, args) -> dict:
+    _, path, tool, script = WORKLOADS[workload]
+    url = f"http://{HOST}:{port}{path}"
+    if tool == "h2load":
+        return run_h2load(url, seconds, args.connections, args.threads)
+    if tool == "wsload":
+        return run_wsload(port, path, seconds, args.connections)
+    return run_wrk(url, seconds, args.connections, script, args.threads)
+
+
+def build_tools() -> None:
+    """Build bench/tools (the ceiling server and the WebSocket load client) once."""
+    if (TOOLS_BIN / "ceiling").exists() and (TOOLS_BIN / "wsload").exists():
+        return
+    print("== building bench/tools (cargo build --release)", flush=True)
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet", "--manifest-path", str(TOOLS / "Cargo.toml")],
+        check=True,
+    )
+
+
 @dataclass
 class Run:
     ok: bool = False
@@ -311,18 +434,17 @@ class Run:
 
 
 def measure(server: str, workload: str, args, logdir: Path) -> Run:
-    app, path, script = WORKLOADS[workload]
+    app, path, tool, _ = WORKLOADS[workload]
     run = Run()
     if server == "ferrocorn" and not os.access(FERROCORN_PYTHON, os.X_OK):
         run.reason = f"FERROCORN_PYTHON={FERROCORN_PYTHON} is not an executable"
         return run
     port = free_port()
-    url = f"http://{HOST}:{port}{path}"
     log = logdir / f"{server}-{workload}.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with log.open("wb") as logfile:
         proc = subprocess.Popen(
-            server_command(server, app, port),
+            server_command(server, app, port, workload),
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -332,12 +454,16 @@ def measure(server: str, workload: str, args, logdir: Path) -> Run:
         )
     LIVE[proc.pid] = proc
     try:
-        wait_ready(port, path, proc, args.boot_timeout, log if server == "ferrocorn" else None)
-        check_answer(port, path, CHECKS[workload])
+        request = h2_request if tool == "h2load" else http_request
+        ready_line = log if server == "ferrocorn" else None
+        wait_ready(port, path, proc, args.boot_timeout, ready_line, request)
+        check_answer(port, path, CHECKS[workload], request)
+        if tool == "wsload":
+            run_wsload(port, path, 0.2, 1)  # one echo checked by wsload itself
         time.sleep(0.5)
         run.data["rss_mb"] = tree_rss_mb(proc.pid)
         if args.warmup > 0:
-            warm = run_wrk(url, args.warmup, args.connections, script, args.threads)
+            warm = run_load(workload, port, args.warmup, args)
             run.data["warmup_errors"] = warm["errors"]
         cpu0, busy0, kids0 = (
             tree_cpu_seconds(proc.pid),
@@ -345,13 +471,14 @@ def measure(server: str, workload: str, args, logdir: Path) -> Run:
             children_cpu_seconds(),
         )
         t0 = time.monotonic()
-        result = run_wrk(url, args.duration, args.connections, script, args.threads)
+        result = run_load(workload, port, args.duration, args)
         elapsed = time.monotonic() - t0
         cpu = tree_cpu_seconds(proc.pid) - cpu0
         busy, wrk_cpu = machine_busy_seconds() - busy0, children_cpu_seconds() - kids0
         if proc.poll() is not None:
             raise RunFailed(f"server died during the run (status {proc.returncode})")
         run.data.update(result)
+        run.data["loaded_rss_mb"] = tree_rss_mb(proc.pid)
         run.data["cpu_us_per_req"] = cpu / max(result["requests"], 1) * 1e6
         run.data["server_cores"] = cpu / elapsed
         run.data["wrk_cores"] = wrk_cpu / elapsed
@@ -462,12 +589,14 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
         f"({FERROCORN_PYTHON}, git {git_revision()})",
         f"- Peers: {dist_versions(str(PEERS_BIN / 'python'), PEER_DISTS)} (bench/.venv)",
         f"- Load: {wrk_version()}, `wrk -t{args.threads} -c{args.connections} --latency` "
-        f"on {HOST}, {args.warmup} s warm-up + {args.duration} s measured per run, "
+        f"on {HOST}; h2hello: `h2load -c{args.connections} -m{H2LOAD_STREAMS}` (h2c by "
+        f"prior knowledge); wsecho: bench/tools wsload, {args.connections} connections; "
+        f"{args.warmup} s warm-up + {args.duration} s measured per run, "
         f"median of {args.rounds} interleaved round(s), one worker per server",
         "",
-        "| workload | server | req/s | p99 ms | CPU µs/req | idle RSS MB "
+        "| workload | server | req/s | p99 ms | CPU µs/req | idle RSS MB | loaded RSS MB "
         f"| req/s vs {BASELINE} | CPU vs {BASELINE} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for workload in workloads:
         base_rps, base_cpu = (
@@ -475,6 +604,9 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
             med(workload, BASELINE, "cpu_us_per_req"),
         )
         for server in servers:
+            if not serves(server, workload):
+                lines.append(f"| {workload} | {server} | n/a | | | | | | |")
+                continue
             runs = results.get((workload, server), [])
             good = [r for r in runs if r.ok]
             errors = sum(r.errors for r in runs)
@@ -497,12 +629,15 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
                         f"({r.data['non2xx']} non-2xx; {r.data['sock_detail']})"
                     )
             if not good:
-                lines.append(f"| {workload} | {label} | FAILED | - | - | - | - | - |")
+                lines.append(f"| {workload} | {label} | FAILED | - | - | - | - | - | - |")
                 continue
             rps, cpu = med(workload, server, "rps"), med(workload, server, "cpu_us_per_req")
+            p99 = med(workload, server, "p99_ms") if good[0].data["p99_ms"] is not None else None
+            p99_text = f"{p99:.2f}" if p99 is not None else "-"
             lines.append(
-                f"| {workload} | {label} | {rps:.0f} | {med(workload, server, 'p99_ms'):.2f} "
+                f"| {workload} | {label} | {rps:.0f} | {p99_text} "
                 f"| {cpu:.1f} | {med(workload, server, 'rss_mb'):.1f} "
+                f"| {med(workload, server, 'loaded_rss_mb'):.1f} "
                 f"| {fmt_ratio(rps, base_rps)} | {fmt_ratio(cpu, base_cpu)} |"
             )
     all_runs = [r for rs in results.values() for r in rs if r.ok]
@@ -511,9 +646,12 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
         other = max(r.data["other_cores"] for r in all_runs)
         wrk = statistics.median(r.data["wrk_cores"] for r in all_runs)
         lines.append(
-            f"CPU µs/req: user+system time of the server's process tree / requests served. "
-            f"wrk used a median {wrk:.2f} core(s); other processes at most {other:.2f} "
-            "core(s) during a measured run."
+            f"CPU µs/req: user+system time of the server's process tree / requests (or "
+            f"WebSocket round trips) served. Loaded RSS: the server's process tree right "
+            f"after the measured run. The load tool used a median {wrk:.2f} core(s); other "
+            f"processes at most {other:.2f} core(s) during a measured run. h2load reports "
+            "no percentiles: p99 is '-' for h2hello. ceiling: a plain hyper server with no "
+            "Python (bench/tools), the upper bound for hello and h2hello."
         )
         if other > 0.15:
             problems.append(
@@ -578,34 +716,40 @@ def main() -> int:
     signal.signal(signal.SIGHUP, _terminate)
     atexit.register(stop_all_servers)
 
+    if "ceiling" in servers or "wsecho" in workloads:
+        build_tools()
+    if "h2hello" in workloads and shutil.which("h2load") is None:
+        p.error("h2load is not installed (apt-get install -y nghttp2-client)")
+
     started = datetime.datetime.now()
-    total = args.rounds * len(workloads) * len(servers)
+    pairs = [(w, s) for w in workloads for s in servers if serves(s, w)]
+    total = args.rounds * len(pairs)
     estimate = total * (args.warmup + args.duration + 2)
     print(f"{total} runs, about {estimate // 60} min {estimate % 60} s", flush=True)
     results: dict[tuple[str, str], list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="ferrocorn-bench-") as tmp:
         try:
             for rnd in range(1, args.rounds + 1):
-                for workload in workloads:
-                    for server in servers:
-                        run = measure(server, workload, args, Path(tmp))
-                        results.setdefault((workload, server), []).append(run)
-                        head = f"round {rnd}/{args.rounds} {workload:8} {server:10}"
-                        if run.ok:
-                            d = run.data
-                            flag = f"  !! {run.errors} ERRORS" if run.errors else ""
-                            print(
-                                f"{head} {d['rps']:>9.0f} req/s  p99 {d['p99_ms']:6.2f} ms  "
-                                f"{d['cpu_us_per_req']:6.1f} µs/req  "
-                                f"{d['rss_mb']:5.1f} MB  other {d['other_cores']:.2f} cores"
-                                f"{flag}",
-                                flush=True,
-                            )
-                        else:
-                            print(f"{head} FAILED: {run.reason}", flush=True)
-                            if run.log_tail:
-                                print("  server output (last lines):", flush=True)
-                                print("    " + run.log_tail.replace("\n", "\n    "), flush=True)
+                for workload, server in pairs:
+                    run = measure(server, workload, args, Path(tmp))
+                    results.setdefault((workload, server), []).append(run)
+                    head = f"round {rnd}/{args.rounds} {workload:8} {server:10}"
+                    if run.ok:
+                        d = run.data
+                        flag = f"  !! {run.errors} ERRORS" if run.errors else ""
+                        p99 = "   -  " if d["p99_ms"] is None else f"{d['p99_ms']:6.2f}"
+                        print(
+                            f"{head} {d['rps']:>9.0f} req/s  p99 {p99} ms  "
+                            f"{d['cpu_us_per_req']:6.1f} µs/req  "
+                            f"{d['rss_mb']:5.1f} MB  other {d['other_cores']:.2f} cores"
+                            f"{flag}",
+                            flush=True,
+                        )
+                    else:
+                        print(f"{head} FAILED: {run.reason}", flush=True)
+                        if run.log_tail:
+                            print("  server output (last lines):", flush=True)
+                            print("    " + run.log_tail.replace("\n", "\n    "), flush=True)
         except KeyboardInterrupt:
             print("\ninterrupted; servers stopped", file=sys.stderr)
             return 130
