@@ -22,7 +22,9 @@ async fn handshake(addr: &str, path: &str) -> std::io::Result<TcpStream> {
         head.push(byte[0]);
     }
     if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(String::from_utf8_lossy(&head).into_owned()));
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ));
     }
     Ok(s)
 }
