@@ -361,7 +361,8 @@ def run_h2load(url: str, seconds: int, connections: int, threads: int = 1) -> di
     out = proc.stdout
     rps = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
     done = re.search(
-        r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+        r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored",
         out,
     )
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
