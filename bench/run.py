@@ -61,11 +61,16 @@ WORKLOADS = {
     "stream": ("examples.stream:app", "/", "wrk", None),
     "h2hello": ("examples.hello:app", "/", "h2load", None),
     "wsecho": ("examples.ws_echo:app", "/", "wsload", None),
+    "hello2w": ("examples.hello:app", "/", "wrk", None),
 }
+# Workers per server; every workload not named here runs one. hello2w is hello world with
+# two workers, to read next to hello (the "2 workers vs 1" line of the report).
+WORKERS = {"hello2w": 2}
 # Who can serve what: uvicorn and gunicorn have no HTTP/2; the ceiling only says hello.
 SERVES = {
     "h2hello": {"ferrocorn", "granian", "ceiling"},
     "hello": set(ALL_SERVERS),
+    "hello2w": {"ferrocorn", "granian"},
 }
 PYTHON_SERVERS = {"ferrocorn", "granian", "uvicorn", "gunicorn"}
 LUA_SCRIPTS = {"post10k": HERE / "post10k.lua"}  # a 10 KB POST
@@ -87,6 +92,7 @@ CHECKS = {
     "stream": Check("GET", b"", b"x" * (1 << 20)),
     "h2hello": Check("GET", b"", b"Hello, world!"),
     "wsecho": Check("GET", b"", b"ok"),
+    "hello2w": Check("GET", b"", b"Hello, world!"),
 }
 ALIASES = {"echo10k": "echo", "json": "fastapi"}
 
@@ -96,7 +102,9 @@ def serves(server: str, workload: str) -> bool:
 
 
 def server_command(server: str, app: str, port: int, workload: str = "hello") -> list[str]:
-    """The command line for one server: one worker, no access log, uvloop everywhere."""
+    """The command line for one server: one worker (WORKERS says when more), no access log,
+    uvloop everywhere."""
+    workers = str(WORKERS.get(workload, 1))
     if server == "ceiling":
         return [str(TOOLS_BIN / "ceiling"), str(port)]
     if server == "ferrocorn":
@@ -104,7 +112,7 @@ def server_command(server: str, app: str, port: int, workload: str = "hello") ->
         # request without the access log.
         return [
             FERROCORN_PYTHON, "-m", "ferrocorn", app,
-            "--host", HOST, "--port", str(port), "--workers", "1",
+            "--host", HOST, "--port", str(port), "--workers", workers,
             "--no-access-log", "--loop", "uvloop",
         ]  # fmt: skip
     if server == "granian":
@@ -114,19 +122,19 @@ def server_command(server: str, app: str, port: int, workload: str = "hello") ->
         }.get(workload, ["--no-ws"])
         return [
             str(PEERS_BIN / "granian"), "--interface", "asgi",
-            "--host", HOST, "--port", str(port), "--workers", "1",
+            "--host", HOST, "--port", str(port), "--workers", workers,
             *protocols, "--log-level", "warning", "--loop", "uvloop", app,
         ]  # fmt: skip
     if server == "uvicorn":
         return [
             str(PEERS_BIN / "uvicorn"), app,
-            "--host", HOST, "--port", str(port), "--workers", "1",
+            "--host", HOST, "--port", str(port), "--workers", workers,
             "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
         ]  # fmt: skip
     if server == "gunicorn":
         # UvicornWorker: uvloop and httptools when installed; gunicorn logs no access by default.
         return [
-            str(PEERS_BIN / "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", "1",
+            str(PEERS_BIN / "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", workers,
             "-b", f"{HOST}:{port}", "--log-level", "warning", app,
         ]  # fmt: skip
     raise ValueError(server)
@@ -178,14 +186,25 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return ticks / CLOCK_TICKS
 
 
-def tree_rss_mb(root_pid: int) -> float:
-    pages = 0
+def process_rss_mb(root_pid: int) -> list[float]:
+    """The RSS of each process of the tree."""
+    sizes = []
     for pid in tree_pids(root_pid):
         try:
-            pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            sizes.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / 1e6)
         except (OSError, IndexError):
             continue
-    return pages * PAGE_SIZE / 1e6
+    return sizes
+
+
+def tree_rss_mb(root_pid: int) -> float:
+    return sum(process_rss_mb(root_pid))
+
+
+def worker_rss_mb(root_pid: int) -> float:
+    """The RSS of one worker: the largest process of the tree, which is the one that runs
+    the app (a single-process server such as uvicorn with one worker is its own worker)."""
+    return max(process_rss_mb(root_pid), default=0.0)
 
 
 def machine_busy_seconds() -> float:
@@ -463,6 +482,7 @@ def measure(server: str, workload: str, args, logdir: Path) -> Run:
             run_wsload(port, path, 0.2, 1)  # one echo checked by wsload itself
         time.sleep(0.5)
         run.data["rss_mb"] = tree_rss_mb(proc.pid)
+        run.data["worker_rss_mb"] = worker_rss_mb(proc.pid)
         if args.warmup > 0:
             warm = run_load(workload, port, args.warmup, args)
             run.data["warmup_errors"] = warm["errors"]
@@ -574,6 +594,55 @@ def fmt_ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x"
 
 
+# Issue 4's targets for ferrocorn against granian: (workload, ratio that must hold).
+RPS_TARGETS = {"hello": 1.5, "fastapi": 1.2, "echo": 1.5, "stream": 1.0}
+CPU_TARGET = 0.7  # CPU per request, at most this fraction of granian's
+SCALING_TARGET = 1.6  # hello2w req/s / hello req/s
+
+
+def target_lines(med) -> list[str]:
+    """One table row per issue 4 target that this run measured: the figure and met or not.
+    med(workload, server, key) is the median over the rounds, or None when not measured."""
+    rows = []
+
+    def row(what: str, figure: str, met: bool) -> None:
+        rows.append(f"| {what} | {figure} | {'met' if met else 'NOT MET'} |")
+
+    for workload, target in RPS_TARGETS.items():
+        ours, theirs = med(workload, "ferrocorn", "rps"), med(workload, BASELINE, "rps")
+        if ours and theirs:
+            row(f"{workload} req/s >= {target}x {BASELINE}", f"{ours / theirs:.2f}x",
+                ours >= target * theirs)  # fmt: skip
+    for workload in RPS_TARGETS:
+        ours, theirs = med(workload, "ferrocorn", "p99_ms"), med(workload, BASELINE, "p99_ms")
+        if ours and theirs:
+            row(f"{workload} p99 <= {BASELINE}'s", f"{ours:.2f} vs {theirs:.2f} ms",
+                ours <= theirs)  # fmt: skip
+    for workload in RPS_TARGETS:
+        ours = med(workload, "ferrocorn", "cpu_us_per_req")
+        theirs = med(workload, BASELINE, "cpu_us_per_req")
+        if ours and theirs:
+            row(f"{workload} CPU/request <= {CPU_TARGET}x {BASELINE}'s",
+                f"{ours / theirs:.2f}x", ours <= CPU_TARGET * theirs)  # fmt: skip
+    ours, theirs = (
+        med("fastapi", "ferrocorn", "worker_rss_mb"),
+        med("fastapi", "uvicorn", "worker_rss_mb"),
+    )
+    if ours and theirs:
+        row("idle worker RSS with FastAPI <= uvicorn's", f"{ours:.1f} vs {theirs:.1f} MB",
+            ours <= theirs)  # fmt: skip
+    one, two = med("hello", "ferrocorn", "rps"), med("hello2w", "ferrocorn", "rps")
+    if one and two:
+        row(f"2 workers vs 1 on hello >= {SCALING_TARGET}x", f"{two / one:.2f}x",
+            two >= SCALING_TARGET * one)  # fmt: skip
+        g1, g2 = med("hello", BASELINE, "rps"), med("hello2w", BASELINE, "rps")
+        if g1 and g2:
+            rows.append(f"| (same for {BASELINE}, for reference) | {g2 / g1:.2f}x | |")
+    if not rows:
+        return []
+    return ["| target | this run | |", "|---|---:|---|"] + rows
+
+
 def build_report(args, servers, workloads, results, started) -> tuple[str, list[str]]:
     """The markdown report, and the loud problems (errors, failures) to repeat on stderr."""
     problems: list[str] = []
@@ -593,11 +662,11 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
         f"on {HOST}; h2hello: `h2load -c{args.connections} -m{H2LOAD_STREAMS}` (h2c by "
         f"prior knowledge); wsecho: bench/tools wsload, {args.connections} connections; "
         f"{args.warmup} s warm-up + {args.duration} s measured per run, "
-        f"median of {args.rounds} interleaved round(s), one worker per server",
+        f"median of {args.rounds} interleaved round(s), one worker per server (two in hello2w)",
         "",
-        "| workload | server | req/s | p99 ms | CPU µs/req | idle RSS MB | loaded RSS MB "
-        f"| req/s vs {BASELINE} | CPU vs {BASELINE} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | server | req/s | p99 ms | CPU µs/req | idle RSS MB | idle worker MB "
+        f"| loaded RSS MB | req/s vs {BASELINE} | CPU vs {BASELINE} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for workload in workloads:
         base_rps, base_cpu = (
@@ -606,7 +675,7 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
         )
         for server in servers:
             if not serves(server, workload):
-                lines.append(f"| {workload} | {server} | n/a | | | | | | |")
+                lines.append(f"| {workload} | {server} | n/a | | | | | | | |")
                 continue
             runs = results.get((workload, server), [])
             good = [r for r in runs if r.ok]
@@ -630,7 +699,7 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
                         f"({r.data['non2xx']} non-2xx; {r.data['sock_detail']})"
                     )
             if not good:
-                lines.append(f"| {workload} | {label} | FAILED | - | - | - | - | - | - |")
+                lines.append(f"| {workload} | {label} | FAILED | - | - | - | - | - | - | - |")
                 continue
             rps, cpu = med(workload, server, "rps"), med(workload, server, "cpu_us_per_req")
             p99 = med(workload, server, "p99_ms") if good[0].data["p99_ms"] is not None else None
@@ -638,6 +707,7 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
             lines.append(
                 f"| {workload} | {label} | {rps:.0f} | {p99_text} "
                 f"| {cpu:.1f} | {med(workload, server, 'rss_mb'):.1f} "
+                f"| {med(workload, server, 'worker_rss_mb'):.1f} "
                 f"| {med(workload, server, 'loaded_rss_mb'):.1f} "
                 f"| {fmt_ratio(rps, base_rps)} | {fmt_ratio(cpu, base_cpu)} |"
             )
@@ -648,7 +718,9 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
         wrk = statistics.median(r.data["wrk_cores"] for r in all_runs)
         lines.append(
             f"CPU µs/req: user+system time of the server's process tree / requests (or "
-            f"WebSocket round trips) served. Loaded RSS: the server's process tree right "
+            f"WebSocket round trips) served. Idle RSS: the server's process tree after boot; "
+            f"idle worker: its largest process, the one running the app (for a "
+            f"single-process server, the whole server). Loaded RSS: the process tree right "
             f"after the measured run. The load tool used a median {wrk:.2f} core(s); other "
             f"processes at most {other:.2f} core(s) during a measured run. h2load reports "
             "no percentiles: p99 is '-' for h2hello. ceiling: a plain hyper server with no "
@@ -661,6 +733,9 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
             )
     if BASELINE not in servers:
         lines.append(f"Ratios need {BASELINE} in --servers.")
+    targets = target_lines(med)
+    if targets:
+        lines += ["", "### Issue 4 targets", ""] + targets
     if problems:
         lines += ["", "## Problems", ""] + [f"- {p}" for p in problems]
     return "\n".join(lines), problems
