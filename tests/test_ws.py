@@ -187,6 +187,15 @@ def test_denial_response(server):
     assert response.body == b"no teapot"
 
 
+def test_receive_after_own_close_is_a_disconnect(server):
+    with connect(ws_url(server, "/close-then-receive")) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.recv()
+        assert ws.protocol.close_rcvd.code == 4003
+    # The client echoes the server's code, as RFC 6455 section 5.5.1 asks.
+    assert wait_record(server, "after_own_close") == {"type": "websocket.disconnect", "code": 4003}
+
+
 def test_send_after_own_close_is_a_runtime_error(server):
     with connect(ws_url(server, "/send-after-close")) as ws:
         with pytest.raises(ConnectionClosed):
@@ -226,6 +235,14 @@ def test_raw_fragments_and_interleaved_ping(server):
     sock.sendall(frame(0x1, b"ab", fin=False) + frame(0x9, b"p") + frame(0x0, b"cd"))
     assert read_frame(sock) == (0xA, b"p")
     assert read_frame(sock) == (0x1, b"abcd")
+    sock.close()
+
+
+def test_unsolicited_pong_is_ignored(server):
+    # RFC 6455 section 5.5.3: a pong nobody asked for is a heartbeat; it is not an error.
+    sock = raw_handshake(server)
+    sock.sendall(frame(0xA, b"heartbeat") + frame(0x1, b"still here"))
+    assert read_frame(sock) == (0x1, b"still here")
     sock.close()
 
 

@@ -110,6 +110,12 @@ async def _websocket(scope, receive, send):
     elif path == "/record-disconnect":
         message = await receive()
         RECORD["disconnect"] = {"code": message.get("code"), "reason": message.get("reason")}
+    elif path == "/close-then-receive":
+        # After its own close the app still awaits receive(): the client's close answer
+        # must arrive as websocket.disconnect (granian issue 798 left such apps hanging).
+        await send({"type": "websocket.close", "code": 4003, "reason": "done"})
+        message = await receive()
+        RECORD["after_own_close"] = {"type": message["type"], "code": message.get("code")}
     elif path == "/send-after-close":
         await send({"type": "websocket.close", "code": 1000})
         try:
