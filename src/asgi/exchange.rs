@@ -17,10 +17,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
-/// Response bytes queued beyond this make `send()` wait for the socket (backpressure).
-pub const HIGH_WATER: usize = 256 * 1024;
-/// A waiting `send()` resumes once the queue has drained below this.
-pub const LOW_WATER: usize = 64 * 1024;
+/// Backpressure on `send()`: response bytes queued beyond `high` make it wait for the
+/// socket, and a waiting `send()` resumes once the queue has drained below `low`.
+#[derive(Clone, Copy, Debug)]
+pub struct Watermarks {
+    pub high: usize,
+    pub low: usize,
+}
+
+/// An HTTP/1 connection carries one response at a time, so it can queue more: a 1 MiB
+/// response in 64 KiB chunks then goes out without the app waiting for the socket between
+/// chunks, which saves a wake-up of each thread per wait (1 MiB streamed: -7% CPU per
+/// request, bench/RESULTS.md 2026-11-27).
+pub const HTTP1_WATER: Watermarks = Watermarks {
+    high: 1024 * 1024,
+    low: 256 * 1024,
+};
+/// An HTTP/2 stream or a WebSocket: a connection may carry a hundred streams, so each
+/// queues less.
+pub const STREAM_WATER: Watermarks = Watermarks {
+    high: 256 * 1024,
+    low: 64 * 1024,
+};
 
 /// Per-connection facts, shared by every request on the connection.
 pub struct ConnInfo {
@@ -175,17 +193,24 @@ pub struct Exchange {
     pub waiters: Mutex<PyWaiters>,
     /// `"GET /path HTTP/1.1"` and the client, kept only when the access log is on.
     pub access: Option<Box<str>>,
+    pub water: Watermarks,
     _inflight: InflightGuard,
 }
 
 impl Exchange {
-    pub fn new(bridge: Arc<Bridge>, inflight: InflightGuard, access: Option<Box<str>>) -> Self {
+    pub fn new(
+        bridge: Arc<Bridge>,
+        inflight: InflightGuard,
+        access: Option<Box<str>>,
+        water: Watermarks,
+    ) -> Self {
         Exchange {
             state: Mutex::new(State::default()),
             io_waker: AtomicWaker::new(),
             bridge,
             waiters: Mutex::new(PyWaiters::default()),
             access,
+            water,
             _inflight: inflight,
         }
     }
@@ -274,7 +299,7 @@ impl Exchange {
         let mut st = self.state();
         if let Some(chunk) = st.chunks.pop_front() {
             st.queued_bytes -= chunk.len();
-            if st.tx_waiting && st.queued_bytes < LOW_WATER {
+            if st.tx_waiting && st.queued_bytes < self.water.low {
                 self.wake_python(st);
             }
             return Poll::Ready(Some(Ok(chunk)));

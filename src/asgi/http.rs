@@ -5,7 +5,7 @@
 //! Future only when they must wait for the I/O thread, which completes it through a
 //! `Wake` event (see worker/bridge.rs).
 
-use super::exchange::{Exchange, IoWakeups, ResponseHead, State, HIGH_WATER, LOW_WATER};
+use super::exchange::{Exchange, IoWakeups, ResponseHead, State};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
@@ -391,7 +391,7 @@ impl Send {
         }
         st.body_seen = true;
         st.complete = !more;
-        let must_wait = more && st.queued_bytes > HIGH_WATER;
+        let must_wait = more && st.queued_bytes > self.ex.water.high;
         if must_wait {
             st.tx_waiting = true;
         }
@@ -545,7 +545,7 @@ pub fn wake(py: Python<'_>, ex: &Arc<Exchange>, ctx: &HttpContext) -> PyResult<(
             drop(st);
             let err = ClientDisconnected::new_err("client disconnected");
             resolve(py, &fut, Err(err))?;
-        } else if st.response_done || st.aborted || st.queued_bytes < LOW_WATER {
+        } else if st.response_done || st.aborted || st.queued_bytes < ex.water.low {
             drop(st);
             resolve(py, &fut, Ok(py.None()))?;
         } else {

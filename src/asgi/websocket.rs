@@ -3,7 +3,7 @@
 //! Like the http ones they answer with an already-completed awaitable when they need
 //! not wait, and with an asyncio Future completed by a `WsWake` event when they must.
 
-use super::exchange::{ResponseHead, HIGH_WATER, LOW_WATER};
+use super::exchange::{ResponseHead, STREAM_WATER};
 use super::http::{
     convert_headers, field, protocol_error, required, resolve, ClientDisconnected, HttpContext,
     Ready,
@@ -123,7 +123,7 @@ impl WsSend {
                 };
                 st.queued_bytes += len;
                 st.outgoing.push_back(Outgoing::Message(outgoing));
-                let wait = st.queued_bytes > HIGH_WATER;
+                let wait = st.queued_bytes > STREAM_WATER.high;
                 st.tx_waiting |= wait;
                 wait
             }
@@ -356,7 +356,7 @@ pub fn wake(py: Python<'_>, ws: &Arc<WsSession>) -> PyResult<()> {
                 &fut,
                 Err(ClientDisconnected::new_err("client disconnected")),
             )?;
-        } else if st.queued_bytes < LOW_WATER {
+        } else if st.queued_bytes < STREAM_WATER.low {
             drop(st);
             resolve(py, &fut, Ok(py.None()))?;
         } else {

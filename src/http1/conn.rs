@@ -6,7 +6,7 @@ use super::decode::{Decoder, Step};
 use super::encode::{self, BodyFraming, HeadOptions, RequestFacts};
 use super::outq::OutQueue;
 use super::parse::{self, Framing, Limits, Outcome, Rejection};
-use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead, Session};
+use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead, Session, HTTP1_WATER};
 use crate::worker::bridge::{Bridge, Event};
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -344,7 +344,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
         closing: bool,
     ) -> Self {
         let access = shared.access_log.then(|| access_prefix(&head, conn));
-        let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, access));
+        let ex = Arc::new(Exchange::new(
+            shared.bridge.clone(),
+            guard,
+            access,
+            HTTP1_WATER,
+        ));
         let decoder = match head.framing {
             Framing::Empty => {
                 ex.state().body_end = true;

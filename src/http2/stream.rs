@@ -3,7 +3,9 @@
 //! flow control.
 
 use super::StreamGuard;
-use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead, Session};
+use crate::asgi::exchange::{
+    ConnInfo, Exchange, InflightGuard, RequestHead, Session, STREAM_WATER,
+};
 use crate::http1::conn::ConnShared;
 use crate::worker::bridge::Event;
 use bytes::Bytes;
@@ -69,7 +71,12 @@ pub async fn serve(
         )
         .into_boxed_str()
     });
-    let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, access));
+    let ex = Arc::new(Exchange::new(
+        shared.bridge.clone(),
+        guard,
+        access,
+        STREAM_WATER,
+    ));
     let body = if body.is_end_stream() {
         ex.state().body_end = true;
         None

@@ -6,7 +6,7 @@ use super::deflate::{self, Codec};
 use super::frame::{self, Failure, FrameHead};
 use super::handshake::{self, Upgrade};
 use crate::asgi::exchange::{
-    ConnInfo, InflightGuard, RequestHead, ResponseHead, Session, LOW_WATER,
+    ConnInfo, InflightGuard, RequestHead, ResponseHead, Session, STREAM_WATER,
 };
 use crate::asgi::ws_session::{Decision, Message, Outgoing, WsSession};
 use crate::http1::conn::{linger_close, reject_and_close, ConnShared};
@@ -445,7 +445,7 @@ impl Connection<'_> {
                 }
                 taken.push(item);
             }
-            if st.tx_waiting && st.queued_bytes < LOW_WATER {
+            if st.tx_waiting && st.queued_bytes < STREAM_WATER.low {
                 self.session.wake_python(st);
             }
         }
