@@ -57,6 +57,19 @@ pub struct ConnShared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
+impl ConnShared {
+    /// Counts a new request in, or refuses it (None, logged) when that would go over
+    /// --limit-concurrency; the caller then answers 503. HTTP/1 and HTTP/2 share it.
+    pub fn admit(&self) -> Option<InflightGuard> {
+        let (guard, inflight) = InflightGuard::enter(&self.inflight);
+        if self.limit_concurrency.is_some_and(|limit| inflight > limit) {
+            crate::warn!("Exceeded concurrency limit.");
+            return None;
+        }
+        Some(guard)
+    }
+}
+
 enum Next {
     Head(parse::Head),
     /// The connection opened with the HTTP/2 preface (h2c by prior knowledge).
@@ -132,16 +145,10 @@ where
                 return None;
             }
         }
-        let (guard, inflight) = InflightGuard::enter(&shared.inflight);
-        if shared
-            .limit_concurrency
-            .is_some_and(|limit| inflight > limit)
-        {
-            crate::warn!("Exceeded concurrency limit.");
-            drop(guard);
+        let Some(guard) = shared.admit() else {
             reject_and_close(io, StatusCode::SERVICE_UNAVAILABLE, &shared).await;
             return None;
-        }
+        };
         first = false;
         let closing = *shutdown.borrow();
         let mut tx = Transaction::new(head, &mut io, &mut buf, &shared, &conn, guard, closing);

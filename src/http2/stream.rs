@@ -3,9 +3,7 @@
 //! flow control.
 
 use super::StreamGuard;
-use crate::asgi::exchange::{
-    ConnInfo, Exchange, InflightGuard, RequestHead, Session, STREAM_WATER,
-};
+use crate::asgi::exchange::{ConnInfo, Exchange, RequestHead, Session, STREAM_WATER};
 use crate::http1::conn::ConnShared;
 use crate::worker::bridge::Event;
 use bytes::Bytes;
@@ -35,16 +33,10 @@ pub async fn serve(
     _open: StreamGuard,
 ) {
     let (parts, body) = request.into_parts();
-    let (guard, inflight) = InflightGuard::enter(&shared.inflight);
-    if shared
-        .limit_concurrency
-        .is_some_and(|limit| inflight > limit)
-    {
-        crate::warn!("Exceeded concurrency limit.");
-        drop(guard);
+    let Some(guard) = shared.admit() else {
         error_response(&mut respond, StatusCode::SERVICE_UNAVAILABLE, &shared);
         return;
-    }
+    };
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
