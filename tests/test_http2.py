@@ -18,6 +18,7 @@ import httpx
 import hyperframe.frame as hf
 import pytest
 
+from tests.core_checks import SHARED_CHECKS
 from tests.server import Server, raw_exchange, run_to_exit
 
 APP = "proto_app:app"
@@ -264,34 +265,11 @@ def check_scope(client, server):
     assert scope["client"][0] == "127.0.0.1"
 
 
-def check_post_echo(client, server):
-    assert client.post("/echo", content=b"hello").content == b"hello"
-    body = os.urandom(MiB)
-    assert client.post("/echo", content=body).content == body
-
-
-def check_streamed_request_body(client, server):
-    def parts():
-        yield from (b"ab", b"cd", b"ef")
-
-    assert client.post("/echo", content=parts()).content == b"abcdef"
-
-
 def check_streaming_response(client, server):
     r = client.get("/stream")
     assert r.status_code == 200
     assert "transfer-encoding" not in r.headers  # connection-specific, not in HTTP/2
     assert r.content == STREAM_BODY
-
-
-def check_head(client, server):
-    r = client.head("/")
-    assert r.status_code == 200 and r.content == b""
-    assert client.get("/").content == HELLO
-
-
-def check_not_found(client, server):
-    assert client.get("/missing").status_code == 404
 
 
 def check_server_and_date_headers(client, server):
@@ -300,21 +278,8 @@ def check_server_and_date_headers(client, server):
     assert "date" in r.headers
 
 
-def check_one_connection(client, server):
-    ports = {client.get("/scope").json()["client"][1] for _ in range(4)}
-    assert len(ports) == 1
-
-
-CORE_CHECKS = [
-    check_scope,
-    check_post_echo,
-    check_streamed_request_body,
-    check_streaming_response,
-    check_head,
-    check_not_found,
-    check_server_and_date_headers,
-    check_one_connection,
-]
+CORE_CHECKS = [check_scope, check_streaming_response, check_server_and_date_headers]
+CORE_CHECKS += SHARED_CHECKS
 
 
 @pytest.mark.parametrize("check", CORE_CHECKS, ids=lambda f: f.__name__[6:])
@@ -417,6 +382,22 @@ def test_h2load(server):
 
 
 # Resets and header fields.
+
+
+def test_limit_concurrency_answers_503_on_a_stream():
+    with Server("basic:app", "--limit-concurrency", "1") as s:
+
+        async def main():
+            async with httpx.AsyncClient(http1=False, http2=True, base_url=s.url) as client:
+                slow = asyncio.ensure_future(client.get("/slow?1"))
+                await asyncio.sleep(0.3)
+                refused = await client.get("/count")  # another stream, same connection
+                return refused, await slow
+
+        refused, slow = asyncio.run(main())
+        assert refused.http_version == "HTTP/2" and refused.status_code == 503
+        assert slow.status_code == 200
+        assert httpx.get(f"{s.url}/count").status_code == 200
 
 
 def test_stream_reset_disconnects_that_request_only(server):

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from websockets.sync.client import connect
 
+from tests.core_checks import SHARED_CHECKS
 from tests.server import Server, run_to_exit
 
 APP = "proto_app:app"
@@ -124,19 +125,6 @@ def check_scope(client, server):
     assert scope["client"][0] == "127.0.0.1"
 
 
-def check_post_echo_1mb(client, server):
-    assert client.post("/echo", content=b"hello").content == b"hello"
-    body = os.urandom(1024 * 1024)
-    assert client.post("/echo", content=body).content == body
-
-
-def check_chunked_request_body(client, server):
-    def parts():
-        yield from (b"ab", b"cd", b"ef")
-
-    assert client.post("/echo", content=parts()).content == b"abcdef"
-
-
 def check_chunked_streaming_response(client, server):
     r = client.get("/stream")
     assert r.headers["transfer-encoding"] == "chunked"
@@ -144,31 +132,7 @@ def check_chunked_streaming_response(client, server):
     assert [r.content[i * 65536] for i in range(80)] == list(range(80))
 
 
-def check_keep_alive_reuses_one_connection(client, server):
-    ports = {client.get("/scope").json()["client"][1] for _ in range(4)}
-    assert len(ports) == 1
-
-
-def check_head(client, server):
-    r = client.head("/")
-    assert r.status_code == 200
-    assert r.content == b""
-    assert client.get("/").text == HELLO  # the connection is still in step
-
-
-def check_not_found(client, server):
-    assert client.get("/missing").status_code == 404
-
-
-CORE_CHECKS = [
-    check_scope,
-    check_post_echo_1mb,
-    check_chunked_request_body,
-    check_chunked_streaming_response,
-    check_keep_alive_reuses_one_connection,
-    check_head,
-    check_not_found,
-]
+CORE_CHECKS = [check_scope, check_chunked_streaming_response] + SHARED_CHECKS
 
 
 @pytest.mark.parametrize("check", CORE_CHECKS, ids=lambda f: f.__name__[6:])
