@@ -4,12 +4,29 @@
 //! writes to the eventfd the asyncio loop watches. The loop then takes the whole batch
 //! with one call into Rust and one GIL acquisition, instead of a `call_soon_threadsafe`
 //! (GIL + Handle + self-pipe write) per event.
+//!
+//! On the I/O thread the eventfd write waits for the tasks that were ready before the
+//! first push to run: the push wakes a flusher task (`run_flusher`), which tokio's
+//! current-thread scheduler runs after them. A burst of readable connections then
+//! reaches Python as one batch and one wake-up, instead of a wake-up for its first
+//! request that preempts the I/O thread and leaves the rest for the next. (A park hook
+//! would wait for an empty run queue, which a busy I/O thread may never have.)
 
 use crate::asgi::exchange::Exchange;
 use crate::asgi::exchange::RequestHead;
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// A deferred batch this long is handed over at once.
+const FLUSH_AT: usize = 64;
+
+thread_local! {
+    /// Set on the I/O thread, where the flusher task runs.
+    static DEFER_NOTIFY: Cell<bool> = const { Cell::new(false) };
+}
 
 pub enum Event {
     /// A new request: the app is to be called.
@@ -26,7 +43,11 @@ pub enum Event {
 
 pub struct Bridge {
     queue: Mutex<Vec<Event>>,
+    /// The eventfd was written and Python has not taken the queue since.
     pending: AtomicBool,
+    /// Events were queued on the I/O thread without writing the eventfd yet.
+    deferred: AtomicBool,
+    flusher: Notify,
     eventfd: OwnedFd,
 }
 
@@ -39,6 +60,8 @@ impl Bridge {
         Ok(Bridge {
             queue: Mutex::new(Vec::with_capacity(256)),
             pending: AtomicBool::new(false),
+            deferred: AtomicBool::new(false),
+            flusher: Notify::new(),
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
@@ -47,8 +70,42 @@ impl Bridge {
         self.eventfd.as_raw_fd()
     }
 
+    /// Marks the calling thread as the I/O thread: its pushes wait for `flush`.
+    pub fn defer_notify_on_this_thread() {
+        DEFER_NOTIFY.with(|d| d.set(true));
+    }
+
     pub fn push(&self, event: Event) {
-        self.queue.lock().unwrap().push(event);
+        let queued = {
+            let mut queue = self.queue.lock().unwrap();
+            queue.push(event);
+            queue.len()
+        };
+        if queued < FLUSH_AT && DEFER_NOTIFY.with(|d| d.get()) {
+            if !self.deferred.swap(true, Ordering::Relaxed) {
+                self.flusher.notify_one();
+            }
+        } else {
+            self.notify();
+        }
+    }
+
+    /// The I/O thread's task that hands deferred events over (see the module doc).
+    pub async fn run_flusher(&self) {
+        loop {
+            self.flusher.notified().await;
+            self.flush();
+        }
+    }
+
+    /// Wakes Python for what the I/O thread queued.
+    pub fn flush(&self) {
+        if self.deferred.swap(false, Ordering::Relaxed) {
+            self.notify();
+        }
+    }
+
+    fn notify(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             let one: u64 = 1;
             unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };

@@ -7,7 +7,7 @@
 use crate::asgi::exchange::ConnInfo;
 use crate::control::ListenerSpec;
 use crate::http1::conn::{self, ConnShared, Handoff};
-use crate::worker::bridge::Event;
+use crate::worker::bridge::{Bridge, Event};
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +57,7 @@ impl Drop for ConnGuard {
 
 pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Result<ServerHandle> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let last_flush = shared.bridge.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -68,6 +69,7 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
     std::thread::Builder::new()
         .name("ferrocorn-io".into())
         .spawn(move || {
+            Bridge::defer_notify_on_this_thread();
             runtime.block_on(async move {
                 let mut bound = Vec::new();
                 for spec in &listeners {
@@ -81,7 +83,9 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
                 }
                 let _ = ready_tx.send(Ok(()));
                 serve(bound, shared, shutdown_rx).await;
-            })
+            });
+            // The last push (Drained) ends `serve`: no flusher task runs after it.
+            last_flush.flush();
         })?;
     ready_rx
         .recv()
@@ -118,6 +122,8 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watc
     let counts = Arc::new(Counts::default());
     let wakeups = shared.wakeups.clone();
     tokio::spawn(async move { wakeups.run().await });
+    let bridge = shared.bridge.clone();
+    tokio::spawn(async move { bridge.run_flusher().await });
     let mut accepting = Vec::new();
     for listener in listeners {
         accepting.push(tokio::spawn(accept_loop(
