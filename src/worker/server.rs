@@ -57,7 +57,6 @@ impl Drop for ConnGuard {
 
 pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Result<ServerHandle> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let last_flush = shared.bridge.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -83,9 +82,7 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
                 }
                 let _ = ready_tx.send(Ok(()));
                 serve(bound, shared, shutdown_rx).await;
-            });
-            // The last push (Drained) ends `serve`: no flusher task runs after it.
-            last_flush.flush();
+            })
         })?;
     ready_rx
         .recv()
@@ -141,6 +138,8 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watc
     let _ = shared.ws_close.send(true);
     counts.websockets.wait_closed().await;
     shared.bridge.push(Event::Drained);
+    // `serve` ends here and the runtime with it: no flusher task runs after this push.
+    shared.bridge.flush();
 }
 
 impl Connections {
