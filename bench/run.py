@@ -187,7 +187,8 @@ def tree_cpu_seconds(root_pid: int) -> float:
 
 
 def process_rss_mb(root_pid: int) -> list[float]:
-    """The RSS of each process of the tree."""
+    """The RSS of each process of the tree. The largest is the worker, the process that
+    runs the app (a single-process server such as uvicorn with one worker is its own)."""
     sizes = []
     for pid in tree_pids(root_pid):
         try:
@@ -199,12 +200,6 @@ def process_rss_mb(root_pid: int) -> list[float]:
 
 def tree_rss_mb(root_pid: int) -> float:
     return sum(process_rss_mb(root_pid))
-
-
-def worker_rss_mb(root_pid: int) -> float:
-    """The RSS of one worker: the largest process of the tree, which is the one that runs
-    the app (a single-process server such as uvicorn with one worker is its own worker)."""
-    return max(process_rss_mb(root_pid), default=0.0)
 
 
 def machine_busy_seconds() -> float:
@@ -481,8 +476,8 @@ def measure(server: str, workload: str, args, logdir: Path) -> Run:
         if tool == "wsload":
             run_wsload(port, path, 0.2, 1)  # one echo checked by wsload itself
         time.sleep(0.5)
-        run.data["rss_mb"] = tree_rss_mb(proc.pid)
-        run.data["worker_rss_mb"] = worker_rss_mb(proc.pid)
+        idle = process_rss_mb(proc.pid)
+        run.data["rss_mb"], run.data["worker_rss_mb"] = sum(idle), max(idle, default=0.0)
         if args.warmup > 0:
             warm = run_load(workload, port, args.warmup, args)
             run.data["warmup_errors"] = warm["errors"]
