@@ -2,6 +2,7 @@
 //! move the request body in (only while the app's receive() asks for it) and the
 //! response out, then the next request (keep-alive, pipelining in order).
 
+use super::deadline::Deadline;
 use super::decode::{Decoder, Step};
 use super::encode::{self, BodyFraming, HeadOptions, RequestFacts};
 use super::outq::OutQueue;
@@ -105,8 +106,10 @@ where
 {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut first = true;
+    let mut clock = Deadline::new(Instant::now() + shared.keep_alive);
     loop {
-        let head = match read_head(&mut io, &mut buf, &shared, &mut shutdown, first).await {
+        let next = read_head(&mut io, &mut buf, &shared, &mut shutdown, first, &mut clock);
+        let head = match next.await {
             Next::Head(h) => h,
             Next::Http2 => return Some((io, buf, Handoff::Http2 { upgrade: None })),
             Next::Close => return None,
@@ -182,6 +185,7 @@ async fn read_head<S: AsyncRead + Unpin>(
     shared: &ConnShared,
     shutdown: &mut watch::Receiver<bool>,
     first: bool,
+    clock: &mut Deadline,
 ) -> Next {
     let idle_deadline = Instant::now() + shared.keep_alive;
     let mut header_deadline = None;
@@ -209,14 +213,14 @@ async fn read_head<S: AsyncRead + Unpin>(
         } else if !first && *shutdown.borrow() {
             return Next::Close;
         }
-        let deadline = header_deadline.unwrap_or(idle_deadline);
+        clock.set(header_deadline.unwrap_or(idle_deadline));
         buf.reserve(READ_CHUNK);
         tokio::select! {
             read = io.read_buf(buf) => match read {
                 Ok(0) | Err(_) => return Next::Close,
                 Ok(_) => {}
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = clock.elapsed() => {
                 if header_deadline.is_some() {
                     crate::debug!("Closing a connection that did not send its headers in time");
                 }
