@@ -14,26 +14,13 @@ import signal
 import sys
 from typing import Any
 
-from ferrocorn import _ferrocorn
+from ferrocorn import _ferrocorn, _requests
 from ferrocorn.__main__ import set_title
 from ferrocorn._app import AppLoadError, load_app
 from ferrocorn._lifespan import Lifespan, LifespanFailed
 
 HEARTBEAT_SECONDS = 1.0
 WEBSOCKET_CLOSE_GRACE = 0.1
-
-
-async def run_http(app: Any, scope: dict, receive: Any, send: Any) -> None:
-    """One request or WebSocket: call the app; the Rust side answers 500 (or closes the
-    connection) if it fails."""
-    try:
-        await app(scope, receive, send)
-    except BaseException as exc:
-        send.app_error(exc)
-        if not isinstance(exc, Exception):
-            raise
-    else:
-        send.app_done()
 
 
 def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -107,7 +94,8 @@ class Worker:
             self.core.boot_failed(f"Application startup failed: {exc!r}")
             return 3
 
-        fd = self.core.serve(loop, app, run_http, lifespan.state, self.on_control)
+        requests = _requests.make(loop, app)
+        fd = self.core.serve(loop, requests, lifespan.state, self.on_control)
         loop.add_reader(fd, self.core.drain)
         self.core.ready()
         self.heartbeat()

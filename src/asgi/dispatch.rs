@@ -1,7 +1,7 @@
 //! Runs on the asyncio loop's thread: takes a batch of events from the bridge (one GIL
-//! acquisition for the whole batch) and turns each into Python work: a task for a new
-//! request or WebSocket, a completed future for a waiting receive()/send(), a stop
-//! notice.
+//! acquisition for the whole batch) and turns each into Python work: an app call to run
+//! for a new request or WebSocket, a completed future for a waiting receive()/send(), a
+//! stop notice.
 
 use super::exchange::Session;
 use super::http::{self, HttpContext};
@@ -13,10 +13,12 @@ use pyo3::types::PyDict;
 use std::sync::Arc;
 
 pub struct Dispatcher {
-    app: PyObject,
-    /// `async def run_http(app, scope, receive, send)`: calls the app, reports errors.
-    runner: PyObject,
-    tasks: TaskMaker,
+    /// `submit((scope, receive, send))` queues a request's app call and `kick()` starts
+    /// the batch (python/ferrocorn/_requests.py).
+    submit: PyObject,
+    kick: PyObject,
+    /// A request was submitted since the last kick.
+    submitted: bool,
     /// Called with "stop", "quit" or "drained".
     on_control: PyObject,
     state: Py<PyDict>,
@@ -24,66 +26,33 @@ pub struct Dispatcher {
     http: Arc<HttpContext>,
 }
 
-/// Starts each request's asyncio Task.
-enum TaskMaker {
-    /// `asyncio.Task(coro, loop=loop, name="ferrocorn")` with one kwargs dict made once.
-    /// `loop.create_task` (uvloop's included) lets the Task name itself "Task-N", a
-    /// string formatted per request, and builds its own kwargs on every call; both
-    /// showed in profiles.
-    Direct { task: PyObject, kwargs: Py<PyDict> },
-    /// The app installed a task factory (`loop.set_task_factory`): respect it.
-    Factory(PyObject),
-}
-
-impl TaskMaker {
-    fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<TaskMaker> {
-        let py = event_loop.py();
-        if !event_loop.call_method0("get_task_factory")?.is_none() {
-            return Ok(TaskMaker::Factory(
-                event_loop.getattr("create_task")?.unbind(),
-            ));
-        }
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("loop", event_loop)?;
-        kwargs.set_item("name", "ferrocorn")?;
-        Ok(TaskMaker::Direct {
-            task: py.import("asyncio")?.getattr("Task")?.unbind(),
-            kwargs: kwargs.unbind(),
-        })
-    }
-
-    fn spawn(&self, py: Python<'_>, coro: PyObject) -> PyResult<()> {
-        match self {
-            TaskMaker::Direct { task, kwargs } => {
-                task.call(py, (coro,), Some(kwargs.bind(py)))?;
-            }
-            TaskMaker::Factory(create_task) => {
-                create_task.call1(py, (coro,))?;
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Dispatcher {
     pub fn new(
-        event_loop: &Bound<'_, PyAny>,
-        app: PyObject,
-        runner: PyObject,
+        requests: &Bound<'_, PyAny>,
         state: Py<PyDict>,
         on_control: PyObject,
         scopes: ScopeBuilder,
         http: HttpContext,
     ) -> PyResult<Self> {
         Ok(Dispatcher {
-            app,
-            runner,
-            tasks: TaskMaker::new(event_loop)?,
+            submit: requests.getattr("submit")?.unbind(),
+            kick: requests.getattr("kick")?.unbind(),
+            submitted: false,
             on_control,
             state,
             scopes,
             http: Arc::new(http),
         })
+    }
+
+    /// After the batch: start the requests it submitted.
+    pub fn end_of_batch(&mut self, py: Python<'_>) {
+        if std::mem::take(&mut self.submitted) {
+            if let Err(e) = self.kick.call0(py) {
+                crate::error!("Internal error while starting requests: {e}");
+                e.print(py);
+            }
+        }
     }
 
     pub fn handle(&mut self, py: Python<'_>, event: Event) {
@@ -110,18 +79,18 @@ impl Dispatcher {
         head: &super::exchange::RequestHead,
     ) -> PyResult<()> {
         let scope = self.scopes.build(py, head, self.state.bind(py))?;
-        let app = self.app.clone_ref(py);
-        let coro = match &head.session {
+        let item = match &head.session {
             Session::Http(exchange) => {
                 let (receive, send) = http::callables(py, exchange, &self.http)?;
-                self.runner.call1(py, (app, scope, receive, send))?
+                (scope, receive, send).into_pyobject(py)?
             }
             Session::WebSocket(session) => {
                 let (receive, send) = websocket::callables(py, session, &self.http)?;
-                self.runner.call1(py, (app, scope, receive, send))?
+                (scope, receive, send).into_pyobject(py)?
             }
         };
-        self.tasks.spawn(py, coro)?;
+        self.submit.call1(py, (item,))?;
+        self.submitted = true;
         Ok(())
     }
 }

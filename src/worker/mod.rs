@@ -123,13 +123,11 @@ impl WorkerCore {
 
     /// Start serving: the I/O thread begins accepting. Returns the fd the loop must watch
     /// (`loop.add_reader(fd, core.drain)`).
-    #[allow(clippy::too_many_arguments)]
     fn serve(
         &mut self,
         py: Python<'_>,
         event_loop: &Bound<'_, PyAny>,
-        app: PyObject,
-        runner: PyObject,
+        requests: &Bound<'_, PyAny>,
         state: Py<PyDict>,
         on_control: PyObject,
     ) -> PyResult<i32> {
@@ -138,9 +136,7 @@ impl WorkerCore {
         }
         let wakeups = Arc::new(IoWakeups::default());
         self.dispatcher = Some(Dispatcher::new(
-            event_loop,
-            app,
-            runner,
+            requests,
             state,
             on_control,
             ScopeBuilder::new(py, &self.config.root_path, self.config.tls_enabled())?,
@@ -211,6 +207,7 @@ impl WorkerCore {
             for event in batch.drain(..) {
                 dispatcher.handle(py, event);
             }
+            dispatcher.end_of_batch(py);
         }
         batch.clear();
         self.batch = batch;

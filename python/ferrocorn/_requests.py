@@ -1,0 +1,170 @@
+"""How each request's app call runs on the event loop.
+
+The Rust side hands over a batch of requests as `(scope, receive, send)` items with
+`submit(item)`, then calls `kick()` once for the batch.
+
+`Runners` (the default) runs them inline in a few long-lived asyncio Tasks instead of
+one Task per request. A Task costs about a microsecond to create, schedule, step and
+free, and most requests never suspend: a hello-world or a small FastAPI endpoint runs
+from start to finish in its first step, because `send()` of a whole response completes
+at once. A runner takes the next request and drives the app coroutine itself, each in
+a copy of the worker's base context as a Task would. When a request does suspend, its
+runner stays with it until it finishes (so `asyncio.current_task()` is the same Task for
+the whole request, and cancelling that Task cancels that request), and another runner
+takes over the queue. What a Task per request gives apps is kept:
+- contextvars: each request runs in its own copy of the base context;
+- `asyncio.current_task()`: one Task for the request's whole life, never shared with a
+  request running at the same time;
+- cancellation: `Task.cancel()` reaches the request being run; a runner whose request
+  left a cancellation owing (`Task.cancelling()`) retires instead of passing it on.
+
+`PerRequestTasks` is the plain way, kept for an app that installed its own task factory
+(it wants to see every request's Task) and for Python 3.10, which has no
+`Task.cancelling()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import types
+from collections import deque
+from typing import Any
+
+# Runners kept waiting for work when the queue is empty; more are let go.
+IDLE_RUNNERS = 2
+
+
+async def run_app(app: Any, scope: dict, receive: Any, send: Any) -> None:
+    """One request or WebSocket in its own Task: call the app; the Rust side answers 500
+    (or closes the connection) if it fails."""
+    try:
+        await app(scope, receive, send)
+    except BaseException as exc:
+        send.app_error(exc)
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        send.app_done()
+
+
+class PerRequestTasks:
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: Any) -> None:
+        self.loop = loop
+        self.app = app
+
+    def submit(self, item: tuple) -> None:
+        self.loop.create_task(run_app(self.app, *item))
+
+    def kick(self) -> None:
+        pass
+
+
+class Runners:
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: Any) -> None:
+        self.loop = loop
+        self.app = app
+        self.queue: deque[tuple] = deque()
+        self.submit = self.queue.append
+        # Requests run in copies of this, as Tasks made here would.
+        self.base_context = contextvars.copy_context()
+        # Futures that idle runners wait on.
+        self.idle: list[asyncio.Future[None]] = []
+        # Runners that will look at the queue again before they wait or end.
+        self.awake = 0
+
+    def kick(self) -> None:
+        if self.queue and self.awake == 0:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        self.awake += 1
+        while self.idle:
+            waiting = self.idle.pop()
+            if not waiting.done():  # not cancelled by a shutdown
+                waiting.set_result(None)
+                return
+        asyncio.Task(self._run(), loop=self.loop, name="ferrocorn")
+
+    async def _run(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        queue, app, base_context = self.queue, self.app, self.base_context
+        counted = True  # in self.awake
+        try:
+            while True:
+                while queue:
+                    scope, receive, send = queue.popleft()
+                    # The first step inline: most requests end in it.
+                    context = base_context.copy()
+                    try:
+                        coro = context.run(app, scope, receive, send)
+                        if type(coro) is not types.CoroutineType:
+                            coro = coro.__await__()
+                        waits_on = context.run(coro.send, None)
+                    except StopIteration:
+                        send.app_done()
+                    except BaseException as exc:
+                        send.app_error(exc)
+                        if not isinstance(exc, Exception):
+                            raise
+                    else:
+                        # Suspended: this runner stays with the request; the queue
+                        # needs another.
+                        self.awake -= 1
+                        self.kick()
+                        try:
+                            await _finish(context, coro, waits_on, send)
+                        finally:
+                            self.awake += 1
+                    if task.cancelling():
+                        return  # a cancellation is owed to the finished request
+                # Let go of the last request: its objects hold its connection's state.
+                scope = receive = send = context = coro = waits_on = None
+                if len(self.idle) >= IDLE_RUNNERS:
+                    return
+                waiting = self.loop.create_future()
+                self.idle.append(waiting)
+                self.awake -= 1
+                try:
+                    await waiting
+                finally:
+                    # _wake_one counts the runner it wakes, even if a cancellation
+                    # arrives before the runner resumes.
+                    counted = not waiting.cancelled()
+        finally:
+            if counted:
+                self.awake -= 1
+            if self.queue and self.awake == 0 and not self.loop.is_closed():
+                self._wake_one()
+
+
+@types.coroutine
+def _finish(context: contextvars.Context, coro: Any, waits_on: Any, send: Any) -> Any:
+    """Run a request that suspended to its end: pass up to the runner's Task whatever
+    the app waits on, pass down whatever the Task throws in (a cancellation)."""
+    try:
+        while True:
+            try:
+                yield waits_on
+            except BaseException as exc:
+                step, argument = coro.throw, exc
+            else:
+                step, argument = coro.send, None
+            try:
+                waits_on = context.run(step, argument)
+            except StopIteration:
+                break
+    except BaseException as exc:
+        send.app_error(exc)
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        send.app_done()
+
+
+def make(loop: asyncio.AbstractEventLoop, app: Any) -> PerRequestTasks | Runners:
+    if loop.get_task_factory() is not None or sys.version_info < (3, 11):
+        return PerRequestTasks(loop, app)
+    return Runners(loop, app)

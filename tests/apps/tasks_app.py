@@ -1,0 +1,124 @@
+"""An app that reports what a request sees of asyncio: its context variables, its Task,
+and cancellation. ferrocorn runs most requests inline in a few long-lived Tasks
+(python/ferrocorn/_requests.py); these endpoints check that apps can't tell.
+
+With FERROCORN_TEST_TASK_FACTORY set, lifespan startup installs a task factory that
+counts the Tasks it makes; /factory-count reports the count.
+"""
+
+import asyncio
+import contextvars
+import json
+import os
+
+import anyio
+
+REQUEST_VALUE = contextvars.ContextVar("request_value")
+made_by_factory = {"count": 0}
+barrier = {"arrived": 0, "released": None}
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+        return
+    handler = ROUTES[scope["path"].strip("/")]
+    await handler(scope["query_string"].decode(), send)
+
+
+async def lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if os.environ.get("FERROCORN_TEST_TASK_FACTORY"):
+                loop = asyncio.get_running_loop()
+
+                def factory(loop, coro, **kwargs):
+                    made_by_factory["count"] += 1
+                    return asyncio.Task(coro, loop=loop, **kwargs)
+
+                loop.set_task_factory(factory)
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def respond(send, data, status=200):
+    body = json.dumps(data).encode()
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def context_var(query, send):
+    """What the variable held when the request started; then set it to the query, and
+    (with `sleep` in the query) check it still holds that after suspending."""
+    seen = REQUEST_VALUE.get(None)
+    REQUEST_VALUE.set(query)
+    if "sleep" in query:
+        await asyncio.sleep(0.01)
+    await respond(send, {"seen": seen, "after": REQUEST_VALUE.get(None)})
+
+
+async def gather(query, send):
+    """Waits until `n` requests are inside at once (they must all be running), and
+    reports its Task before and after that suspension."""
+    n = int(query)
+    task = asyncio.current_task()
+    if barrier["released"] is None:
+        barrier["released"] = asyncio.Event()
+    released = barrier["released"]
+    barrier["arrived"] += 1
+    if barrier["arrived"] == n:
+        released.set()
+        barrier["arrived"], barrier["released"] = 0, None
+    await asyncio.wait_for(released.wait(), 10)
+    await respond(send, {"task": id(task), "same_task_after": asyncio.current_task() is task})
+
+
+async def cancel_self(query, send):
+    """Asks for its own Task's cancellation and returns before it is delivered."""
+    asyncio.current_task().cancel()
+    await respond(send, "asked")
+
+
+async def swallow_cancel(query, send):
+    """Gets cancelled while waiting and swallows the CancelledError."""
+    asyncio.current_task().cancel()
+    try:
+        await asyncio.sleep(1)
+        outcome = "not cancelled"
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+    await respond(send, outcome)
+
+
+async def timeouts(query, send):
+    """asyncio and anyio timeouts cancel the request's own wait, and only that."""
+    results = []
+    try:
+        async with asyncio.timeout(0.02):
+            await asyncio.sleep(5)
+    except TimeoutError:
+        results.append("asyncio timed out")
+    with anyio.move_on_after(0.02) as scope:
+        await anyio.sleep(5)
+    if scope.cancelled_caught:
+        results.append("anyio moved on")
+    await asyncio.sleep(0.01)  # no cancellation may be left over for this wait
+    results.append("slept after")
+    await respond(send, results)
+
+
+async def factory_count(query, send):
+    await respond(send, made_by_factory["count"])
+
+
+ROUTES = {
+    "ctx": context_var,
+    "gather": gather,
+    "cancel-self": cancel_self,
+    "swallow-cancel": swallow_cancel,
+    "timeouts": timeouts,
+    "factory-count": factory_count,
+}

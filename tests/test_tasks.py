@@ -1,0 +1,78 @@
+"""What a request sees of asyncio, whichever way ferrocorn runs it: inline in a
+long-lived runner Task (the default) or in a Task of its own (when the app installed a
+task factory). Contextvars, `asyncio.current_task()` and cancellation must behave as
+with a Task per request (python/ferrocorn/_requests.py)."""
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.server import Server
+
+
+@pytest.fixture(scope="module", params=["runners", "task factory"])
+def server(request):
+    env = {"FERROCORN_TEST_TASK_FACTORY": "1"} if request.param == "task factory" else {}
+    with Server("tasks_app:app", env=env) as s:
+        yield s
+
+
+def get_all(server, paths):
+    """The responses to `paths`, all sent at once on separate connections."""
+
+    async def main():
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+            return await asyncio.gather(*(client.get(p) for p in paths))
+
+    return asyncio.run(main())
+
+
+def test_each_request_starts_in_a_fresh_context(server):
+    with httpx.Client(base_url=server.url) as client:  # one connection, one worker
+        for i in range(30):
+            r = client.get(f"/ctx?r{i}")
+            assert r.status_code == 200
+            assert r.json() == {"seen": None, "after": f"r{i}"}
+
+
+def test_concurrent_requests_keep_their_own_context_across_suspensions(server):
+    responses = get_all(server, [f"/ctx?sleep{i}" for i in range(20)])
+    for i, r in enumerate(responses):
+        assert r.status_code == 200
+        assert r.json() == {"seen": None, "after": f"sleep{i}"}
+
+
+def test_requests_in_flight_together_each_have_their_own_task(server):
+    n = 20
+    responses = get_all(server, [f"/gather?{n}"] * n)  # each waits for all the others
+    assert [r.status_code for r in responses] == [200] * n
+    reports = [r.json() for r in responses]
+    assert all(report["same_task_after"] for report in reports)
+    assert len({report["task"] for report in reports}) == n
+
+
+def test_a_cancellation_stays_with_the_request_it_was_meant_for(server):
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(5):
+            # Cancelled, but returned before the cancellation could be delivered.
+            assert client.get("/cancel-self").json() == "asked"
+            assert client.get("/ctx?next").json() == {"seen": None, "after": "next"}
+            # Cancelled and swallowed it.
+            assert client.get("/swallow-cancel").json() == "cancelled"
+            r = client.get("/timeouts")  # waits that a stray cancellation would break
+            assert r.json() == ["asyncio timed out", "anyio moved on", "slept after"]
+    # Requests that arrive together with cancelled ones, and then suspend.
+    paths = [p for i in range(15) for p in ("/cancel-self", f"/ctx?sleep{i}")]
+    for path, r in zip(paths, get_all(server, paths), strict=True):
+        assert r.status_code == 200, path
+        if path.startswith("/ctx"):
+            assert r.json()["after"] == path.split("?")[1]
+
+
+def test_an_apps_task_factory_sees_every_request():
+    with Server("tasks_app:app", env={"FERROCORN_TEST_TASK_FACTORY": "1"}) as s:
+        before = httpx.get(f"{s.url}/factory-count").json()
+        get_all(s, ["/ctx?x"] * 10)
+        after = httpx.get(f"{s.url}/factory-count").json()
+        assert after - before >= 11  # the ten and the count request itself
