@@ -41,6 +41,7 @@ fn run_master(
 fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_master, m)?)?;
     m.add_class::<worker::WorkerCore>()?;
+    m.add_class::<asgi::runner::RequestQueue>()?;
     m.add(
         "ClientDisconnected",
         m.py().get_type::<asgi::http::ClientDisconnected>(),

@@ -1,7 +1,8 @@
 """How each request's app call runs on the event loop.
 
-The Rust side hands over a batch of requests as `(scope, receive, send)` items with
-`submit(item)`, then calls `kick()` once for the batch.
+The Rust side hands over a batch of requests, each as `(scope, receive, send)`: into
+`Runners.queue` (a Rust queue, no Python call) or through `submit(item)`; then it calls
+`kick()` once for the batch.
 
 `Runners` (the default) runs them inline in a few long-lived asyncio Tasks instead of
 one Task per request. A Task costs about a microsecond to create, schedule, step and
@@ -11,12 +12,15 @@ at once. A runner takes the next request and drives the app coroutine itself, ea
 a copy of the worker's base context as a Task would. When a request does suspend, its
 runner stays with it until it finishes (so `asyncio.current_task()` is the same Task for
 the whole request, and cancelling that Task cancels that request), and another runner
-takes over the queue. What a Task per request gives apps is kept:
+takes over the queue. The per-request loop (`RequestQueue.run`) is in
+src/asgi/runner.rs. What a Task per request gives apps is kept:
 - contextvars: each request runs in its own copy of the base context;
 - `asyncio.current_task()`: one Task for the request's whole life, never shared with a
   request running at the same time;
 - cancellation: `Task.cancel()` reaches the request being run; a runner whose request
   left a cancellation owing (`Task.cancelling()`) retires instead of passing it on.
+What differs: `asyncio.all_tasks()` lists runners, not requests, and a done-callback
+added to `current_task()` runs when the runner ends, not when the request does.
 
 `PerRequestTasks` is the plain way, kept for an app that installed its own task factory
 (it wants to see every request's Task) and for Python 3.10, which has no
@@ -29,8 +33,9 @@ import asyncio
 import contextvars
 import sys
 import types
-from collections import deque
 from typing import Any
+
+from ferrocorn import _ferrocorn
 
 # Runners kept waiting for work when the queue is empty; more are let go.
 IDLE_RUNNERS = 2
@@ -65,10 +70,9 @@ class Runners:
     def __init__(self, loop: asyncio.AbstractEventLoop, app: Any) -> None:
         self.loop = loop
         self.app = app
-        self.queue: deque[tuple] = deque()
-        self.submit = self.queue.append
-        # Requests run in copies of this, as Tasks made here would.
-        self.base_context = contextvars.copy_context()
+        # Requests wait here; it starts each in a copy of this context, as Tasks made
+        # here would be (src/asgi/runner.rs).
+        self.queue = _ferrocorn.RequestQueue(app, contextvars.copy_context())
         # Futures that idle runners wait on.
         self.idle: list[asyncio.Future[None]] = []
         # Runners that will look at the queue again before they wait or end.
@@ -90,38 +94,28 @@ class Runners:
     async def _run(self) -> None:
         task = asyncio.current_task()
         assert task is not None
-        queue, app, base_context = self.queue, self.app, self.base_context
+        queue = self.queue
         counted = True  # in self.awake
         try:
             while True:
                 while queue:
-                    scope, receive, send = queue.popleft()
-                    # The first step inline: most requests end in it.
-                    context = base_context.copy()
-                    try:
-                        coro = context.run(app, scope, receive, send)
-                        if type(coro) is not types.CoroutineType:
-                            coro = coro.__await__()
-                        waits_on = context.run(coro.send, None)
-                    except StopIteration:
-                        send.app_done()
-                    except BaseException as exc:
-                        send.app_error(exc)
-                        if not isinstance(exc, Exception):
-                            raise
-                    else:
+                    stopped = queue.run(task)
+                    if stopped is True:
+                        return  # a cancellation is owed to the request that finished
+                    if stopped is not None:
                         # Suspended: this runner stays with the request; the queue
                         # needs another.
+                        context, coro, waits_on, send = stopped
                         self.awake -= 1
                         self.kick()
                         try:
                             await _finish(context, coro, waits_on, send)
                         finally:
                             self.awake += 1
-                    if task.cancelling():
-                        return  # a cancellation is owed to the finished request
+                        if task.cancelling():
+                            return
                 # Let go of the last request: its objects hold its connection's state.
-                scope = receive = send = context = coro = waits_on = None
+                stopped = context = coro = waits_on = send = None
                 if len(self.idle) >= IDLE_RUNNERS:
                     return
                 waiting = self.loop.create_future()

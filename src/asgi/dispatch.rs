@@ -5,6 +5,7 @@
 
 use super::exchange::Session;
 use super::http::{self, HttpContext};
+use super::runner::RequestQueue;
 use super::scope::ScopeBuilder;
 use super::websocket;
 use crate::worker::bridge::Event;
@@ -13,9 +14,9 @@ use pyo3::types::PyDict;
 use std::sync::Arc;
 
 pub struct Dispatcher {
-    /// `submit((scope, receive, send))` queues a request's app call and `kick()` starts
-    /// the batch (python/ferrocorn/_requests.py).
-    submit: PyObject,
+    /// Where a request's app call is queued; `kick()` starts the batch
+    /// (python/ferrocorn/_requests.py).
+    submit: Submit,
     kick: PyObject,
     /// A request was submitted since the last kick.
     submitted: bool,
@@ -24,6 +25,13 @@ pub struct Dispatcher {
     state: Py<PyDict>,
     scopes: ScopeBuilder,
     http: Arc<HttpContext>,
+}
+
+enum Submit {
+    /// The runners' queue, filled without a Python call.
+    Queue(Py<RequestQueue>),
+    /// `submit((scope, receive, send))`: a Task per request.
+    Call(PyObject),
 }
 
 impl Dispatcher {
@@ -35,7 +43,12 @@ impl Dispatcher {
         http: HttpContext,
     ) -> PyResult<Self> {
         Ok(Dispatcher {
-            submit: requests.getattr("submit")?.unbind(),
+            submit: match requests.getattr("queue") {
+                Ok(queue) if queue.is_instance_of::<RequestQueue>() => {
+                    Submit::Queue(queue.downcast_into::<RequestQueue>()?.unbind())
+                }
+                _ => Submit::Call(requests.getattr("submit")?.unbind()),
+            },
             kick: requests.getattr("kick")?.unbind(),
             submitted: false,
             on_control,
@@ -79,17 +92,24 @@ impl Dispatcher {
         head: &super::exchange::RequestHead,
     ) -> PyResult<()> {
         let scope = self.scopes.build(py, head, self.state.bind(py))?;
-        let item = match &head.session {
+        let (receive, send) = match &head.session {
             Session::Http(exchange) => {
                 let (receive, send) = http::callables(py, exchange, &self.http)?;
-                (scope, receive, send).into_pyobject(py)?
+                (receive.into_any(), send.into_any())
             }
             Session::WebSocket(session) => {
                 let (receive, send) = websocket::callables(py, session, &self.http)?;
-                (scope, receive, send).into_pyobject(py)?
+                (receive.into_any(), send.into_any())
             }
         };
-        self.submit.call1(py, (item,))?;
+        match &self.submit {
+            Submit::Queue(queue) => queue
+                .borrow(py)
+                .push(scope.into_any().unbind(), receive, send),
+            Submit::Call(submit) => {
+                submit.call1(py, ((scope, receive, send),))?;
+            }
+        }
         self.submitted = true;
         Ok(())
     }

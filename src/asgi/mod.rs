@@ -4,6 +4,7 @@
 pub mod dispatch;
 pub mod exchange;
 pub mod http;
+pub mod runner;
 pub mod scope;
 pub mod websocket;
 pub mod ws_session;
