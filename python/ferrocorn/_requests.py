@@ -1,8 +1,9 @@
 """How each request's app call runs on the event loop.
 
-The Rust side hands over a batch of requests, each as `(scope, receive, send)`: into
-`Runners.queue` (a Rust queue, no Python call) or through `submit(item)`; then it calls
-`kick()` once for the batch.
+The Rust side hands over a batch of app calls, each as `(scope, receive, send)`: HTTP
+requests into `Runners.queue` (a Rust queue, no Python call), then `kick()` once for the
+batch; WebSockets, and every call when there is no queue, through `start_task(item)`,
+a Task of its own.
 
 `Runners` (the default) runs them inline in a few long-lived asyncio Tasks instead of
 one Task per request. A Task costs about a microsecond to create, schedule, step and
@@ -59,7 +60,8 @@ class PerRequestTasks:
         self.loop = loop
         self.app = app
 
-    def submit(self, item: tuple) -> None:
+    def start_task(self, item: tuple) -> None:
+        # Through the loop: an app's task factory sees every request.
         self.loop.create_task(run_app(self.app, *item))
 
     def kick(self) -> None:
@@ -67,6 +69,9 @@ class PerRequestTasks:
 
 
 class Runners:
+    """HTTP requests in runners; WebSocket sessions in a Task each (they suspend at
+    every message, where a Task steps faster, and live long enough to amortise it)."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop, app: Any) -> None:
         self.loop = loop
         self.app = app
@@ -77,6 +82,9 @@ class Runners:
         self.idle: list[asyncio.Future[None]] = []
         # Runners that will look at the queue again before they wait or end.
         self.awake = 0
+
+    def start_task(self, item: tuple) -> None:
+        asyncio.Task(run_app(self.app, *item), loop=self.loop, name="ferrocorn")
 
     def kick(self) -> None:
         if self.queue and self.awake == 0:

@@ -13,25 +13,23 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::Arc;
 
+/// How app calls start (python/ferrocorn/_requests.py).
 pub struct Dispatcher {
-    /// Where a request's app call is queued; `kick()` starts the batch
-    /// (python/ferrocorn/_requests.py).
-    submit: Submit,
+    /// The runners' queue for HTTP requests, filled without a Python call; `kick()`
+    /// starts the batch. None when every call gets a Task.
+    queue: Option<Py<RequestQueue>>,
     kick: PyObject,
-    /// A request was submitted since the last kick.
-    submitted: bool,
+    /// A request was queued since the last kick.
+    queued: bool,
+    /// `start_task((scope, receive, send))`: the app call in a Task of its own. For
+    /// WebSockets always: they suspend at every message, where a Task's C-level step
+    /// is cheaper than a runner's, and a session lasts long enough to amortise its Task.
+    start_task: PyObject,
     /// Called with "stop", "quit" or "drained".
     on_control: PyObject,
     state: Py<PyDict>,
     scopes: ScopeBuilder,
     http: Arc<HttpContext>,
-}
-
-enum Submit {
-    /// The runners' queue, filled without a Python call.
-    Queue(Py<RequestQueue>),
-    /// `submit((scope, receive, send))`: a Task per request.
-    Call(PyObject),
 }
 
 impl Dispatcher {
@@ -43,14 +41,13 @@ impl Dispatcher {
         http: HttpContext,
     ) -> PyResult<Self> {
         Ok(Dispatcher {
-            submit: match requests.getattr("queue") {
-                Ok(queue) if queue.is_instance_of::<RequestQueue>() => {
-                    Submit::Queue(queue.downcast_into::<RequestQueue>()?.unbind())
-                }
-                _ => Submit::Call(requests.getattr("submit")?.unbind()),
+            queue: match requests.getattr("queue") {
+                Ok(queue) => Some(queue.downcast_into::<RequestQueue>()?.unbind()),
+                Err(_) => None,
             },
             kick: requests.getattr("kick")?.unbind(),
-            submitted: false,
+            queued: false,
+            start_task: requests.getattr("start_task")?.unbind(),
             on_control,
             state,
             scopes,
@@ -58,9 +55,9 @@ impl Dispatcher {
         })
     }
 
-    /// After the batch: start the requests it submitted.
+    /// After the batch: start the requests it queued.
     pub fn end_of_batch(&mut self, py: Python<'_>) {
-        if std::mem::take(&mut self.submitted) {
+        if std::mem::take(&mut self.queued) {
             if let Err(e) = self.kick.call0(py) {
                 crate::error!("Internal error while starting requests: {e}");
                 e.print(py);
@@ -92,25 +89,24 @@ impl Dispatcher {
         head: &super::exchange::RequestHead,
     ) -> PyResult<()> {
         let scope = self.scopes.build(py, head, self.state.bind(py))?;
-        let (receive, send) = match &head.session {
-            Session::Http(exchange) => {
+        match (&head.session, &self.queue) {
+            (Session::Http(exchange), Some(queue)) => {
                 let (receive, send) = http::callables(py, exchange, &self.http)?;
-                (receive.into_any(), send.into_any())
+                let scope = scope.into_any().unbind();
+                queue
+                    .borrow(py)
+                    .push(scope, receive.into_any(), send.into_any());
+                self.queued = true;
             }
-            Session::WebSocket(session) => {
+            (Session::Http(exchange), None) => {
+                let (receive, send) = http::callables(py, exchange, &self.http)?;
+                self.start_task.call1(py, ((scope, receive, send),))?;
+            }
+            (Session::WebSocket(session), _) => {
                 let (receive, send) = websocket::callables(py, session, &self.http)?;
-                (receive.into_any(), send.into_any())
-            }
-        };
-        match &self.submit {
-            Submit::Queue(queue) => queue
-                .borrow(py)
-                .push(scope.into_any().unbind(), receive, send),
-            Submit::Call(submit) => {
-                submit.call1(py, ((scope, receive, send),))?;
+                self.start_task.call1(py, ((scope, receive, send),))?;
             }
         }
-        self.submitted = true;
         Ok(())
     }
 }
