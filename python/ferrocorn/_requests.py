@@ -5,17 +5,19 @@ requests into `Runners.queue` (a Rust queue, no Python call), then `kick()` once
 batch; WebSockets, and every call when there is no queue, through `start_task(item)`,
 a Task of its own.
 
-`Runners` (the default) runs them inline in a few long-lived asyncio Tasks instead of
-one Task per request. A Task costs about a microsecond to create, schedule, step and
-free, and most requests never suspend: a hello-world or a small FastAPI endpoint runs
-from start to finish in its first step, because `send()` of a whole response completes
-at once. A runner takes the next request and drives the app coroutine itself, each in
-a copy of the worker's base context as a Task would. When a request does suspend, its
-runner stays with it until it finishes (so `asyncio.current_task()` is the same Task for
-the whole request, and cancelling that Task cancels that request), and another runner
-takes over the queue. The per-request loop (`RequestQueue.run`) is in
-src/asgi/runner.rs. What a Task per request gives apps is kept:
-- contextvars: each request runs in its own copy of the base context;
+`Runners` (the default) runs HTTP requests inline in a few long-lived asyncio Tasks
+instead of one Task per request. A Task costs about a microsecond to create, schedule,
+step and free, and most requests never suspend: a hello-world or a small FastAPI
+endpoint runs from start to finish in its first step, because `send()` of a whole
+response completes at once. Each runner Task has its own copy of the worker's base
+context and runs queued requests one after the other directly in it
+(`RequestQueue.run`, src/asgi/runner.rs). When a request suspends, its runner stays
+with it until it finishes, continuing it with a plain `await` (no per-step cost over a
+Task), and another runner takes over the queue. What a Task per request gives apps is
+kept:
+- contextvars: a request starts in a context equal to the base context; a runner whose
+  request left its context changed (a variable set and not reset) retires, and the next
+  request starts in a fresh copy;
 - `asyncio.current_task()`: one Task for the request's whole life, never shared with a
   request running at the same time;
 - cancellation: `Task.cancel()` reaches the request being run; a runner whose request
@@ -75,9 +77,10 @@ class Runners:
     def __init__(self, loop: asyncio.AbstractEventLoop, app: Any) -> None:
         self.loop = loop
         self.app = app
-        # Requests wait here; it starts each in a copy of this context, as Tasks made
-        # here would be (src/asgi/runner.rs).
-        self.queue = _ferrocorn.RequestQueue(app, contextvars.copy_context())
+        # Runners start in copies of this context, as Tasks made here would.
+        self.base_context = contextvars.copy_context()
+        # Requests wait here (src/asgi/runner.rs).
+        self.queue = _ferrocorn.RequestQueue(app, self.base_context)
         # Futures that idle runners wait on.
         self.idle: list[asyncio.Future[None]] = []
         # Runners that will look at the queue again before they wait or end.
@@ -97,9 +100,11 @@ class Runners:
             if not waiting.done():  # not cancelled by a shutdown
                 waiting.set_result(None)
                 return
-        asyncio.Task(self._run(), loop=self.loop, name="ferrocorn")
+        context = self.base_context.copy()
+        asyncio.Task(self._run(context), loop=self.loop, name="ferrocorn", context=context)
 
-    async def _run(self) -> None:
+    async def _run(self, context: contextvars.Context) -> None:
+        """A runner: `context` is its Task's own, where its requests run."""
         task = asyncio.current_task()
         assert task is not None
         queue = self.queue
@@ -107,23 +112,29 @@ class Runners:
         try:
             while True:
                 while queue:
-                    stopped = queue.run(task)
+                    stopped = queue.run(task, context)
                     if stopped is True:
-                        return  # a cancellation is owed to the request that finished
+                        return  # the request left a cancellation owing or the context changed
                     if stopped is not None:
                         # Suspended: this runner stays with the request; the queue
                         # needs another.
-                        context, coro, waits_on, send = stopped
+                        coro, waits_on, send = stopped
                         self.awake -= 1
                         self.kick()
                         try:
-                            await _finish(context, coro, waits_on, send)
+                            await _resume(coro, waits_on)
+                        except BaseException as exc:
+                            send.app_error(exc)
+                            if not isinstance(exc, Exception):
+                                raise
+                        else:
+                            send.app_done()
                         finally:
                             self.awake += 1
-                        if task.cancelling():
+                        if task.cancelling() or not queue.unchanged(context):
                             return
                 # Let go of the last request: its objects hold its connection's state.
-                stopped = context = coro = waits_on = send = None
+                stopped = coro = waits_on = send = None
                 if len(self.idle) >= IDLE_RUNNERS:
                     return
                 waiting = self.loop.create_future()
@@ -143,27 +154,19 @@ class Runners:
 
 
 @types.coroutine
-def _finish(context: contextvars.Context, coro: Any, waits_on: Any, send: Any) -> Any:
-    """Run a request that suspended to its end: pass up to the runner's Task whatever
-    the app waits on, pass down whatever the Task throws in (a cancellation)."""
+def _resume(coro: Any, waits_on: Any) -> Any:
+    """Continue a coroutine that suspended on `waits_on` in its first step: pass that up
+    to the runner's Task, then hand the coroutine over to `yield from`, which drives it
+    at C level from there on. A cancellation thrown in before that goes to the app."""
     try:
-        while True:
-            try:
-                yield waits_on
-            except BaseException as exc:
-                step, argument = coro.throw, exc
-            else:
-                step, argument = coro.send, None
-            try:
-                waits_on = context.run(step, argument)
-            except StopIteration:
-                break
+        yield waits_on
     except BaseException as exc:
-        send.app_error(exc)
-        if not isinstance(exc, Exception):
-            raise
-    else:
-        send.app_done()
+        try:
+            waits_on = coro.throw(exc)
+        except StopIteration as stop:
+            return stop.value
+        return (yield from _resume(coro, waits_on))
+    return (yield from coro)
 
 
 def make(loop: asyncio.AbstractEventLoop, app: Any) -> PerRequestTasks | Runners:

@@ -22,8 +22,9 @@ pub struct Dispatcher {
     /// A request was queued since the last kick.
     queued: bool,
     /// `start_task((scope, receive, send))`: the app call in a Task of its own. For
-    /// WebSockets always: they suspend at every message, where a Task's C-level step
-    /// is cheaper than a runner's, and a session lasts long enough to amortise its Task.
+    /// WebSockets always: they suspend at every message and last long enough to
+    /// amortise a Task; for HTTP requests when most of late suspended
+    /// (`RequestQueue::prefers_tasks`).
     start_task: PyObject,
     /// Called with "stop", "quit" or "drained".
     on_control: PyObject,
@@ -90,7 +91,7 @@ impl Dispatcher {
     ) -> PyResult<()> {
         let scope = self.scopes.build(py, head, self.state.bind(py))?;
         match (&head.session, &self.queue) {
-            (Session::Http(exchange), Some(queue)) => {
+            (Session::Http(exchange), Some(queue)) if !queue.borrow(py).prefers_tasks() => {
                 let (receive, send) = http::callables(py, exchange, &self.http)?;
                 let scope = scope.into_any().unbind();
                 queue
@@ -98,7 +99,7 @@ impl Dispatcher {
                     .push(scope, receive.into_any(), send.into_any());
                 self.queued = true;
             }
-            (Session::Http(exchange), None) => {
+            (Session::Http(exchange), _) => {
                 let (receive, send) = http::callables(py, exchange, &self.http)?;
                 self.start_task.call1(py, ((scope, receive, send),))?;
             }

@@ -1,16 +1,16 @@
-//! The hot loop of the request runners (python/ferrocorn/_requests.py): the requests of
-//! a batch wait here, and a runner Task calls `run` to start them one after the other,
-//! each in a fresh copy of the base context, until one suspends.
+//! The hot loop of the request runners (python/ferrocorn/_requests.py): the HTTP
+//! requests of a batch wait here, and a runner Task calls `run` to start them one after
+//! the other in its own context, until one suspends.
 //!
 //! Done in Rust because it runs once per request: the dispatcher queues a request with
 //! no Python call, and the app coroutine's first step goes through `PyIter_Send`, which
-//! reports "returned" without raising StopIteration, inside a single `Context.run`.
+//! reports "returned" without raising StopIteration.
 
 use pyo3::exceptions::PyException;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyCFunction, PyType};
+use pyo3::types::PyType;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::raw::c_int;
@@ -38,14 +38,18 @@ struct Pending {
 pub struct RequestQueue {
     pending: RefCell<VecDeque<Pending>>,
     app: PyObject,
-    /// `base_context.copy`: each request runs in a fresh copy, as a Task made from the
-    /// base context would.
-    copy_context: PyObject,
-    /// `start_app`, handed to `Context.run`.
-    start: Py<PyCFunction>,
+    recent: RefCell<Recent>,
+    /// The base context's variables and values: a runner's context equal to it is fit
+    /// for the next request.
+    base: Vec<(PyObject, PyObject)>,
 }
 
 impl RequestQueue {
+    /// Should this HTTP request get a Task of its own instead of a runner?
+    pub fn prefers_tasks(&self) -> bool {
+        self.recent.borrow_mut().prefers_tasks()
+    }
+
     pub fn push(&self, scope: PyObject, receive: PyObject, send: PyObject) {
         self.pending.borrow_mut().push_back(Pending {
             scope,
@@ -53,17 +57,35 @@ impl RequestQueue {
             send,
         });
     }
+
+    /// Has the request left `context` as the base context is: the same variables,
+    /// holding the same objects?
+    fn is_unchanged(&self, context: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if context.len()? != self.base.len() {
+            return Ok(false);
+        }
+        for (var, value) in &self.base {
+            if !context.get_item(var)?.is(value) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 #[pymethods]
 impl RequestQueue {
     #[new]
-    fn new(py: Python<'_>, app: PyObject, base_context: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn new(app: PyObject, base_context: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let mut base = Vec::new();
+        for item in base_context.call_method0("items")?.try_iter()? {
+            base.push(item?.extract()?);
+        }
         Ok(RequestQueue {
             pending: RefCell::new(VecDeque::new()),
             app,
-            copy_context: base_context.getattr("copy")?.unbind(),
-            start: wrap_pyfunction!(start_app, py)?.unbind(),
+            recent: RefCell::new(Recent::default()),
+            base,
         })
     }
 
@@ -71,39 +93,44 @@ impl RequestQueue {
         self.pending.borrow().len()
     }
 
-    /// Start queued requests in `task` (the calling runner) until
-    /// - one suspends: returns `(context, coroutine, what it waits on, send)`, and the
-    ///   runner stays with that request;
+    fn unchanged(&self, context: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.is_unchanged(context)
+    }
+
+    /// Start queued requests in `task` (the calling runner, whose context is `context`)
+    /// until
+    /// - one suspends: returns `(coroutine, what it waits on, send)`, and the runner
+    ///   stays with that request;
     /// - the queue is empty: returns None;
-    /// - a finished request left a cancellation owing to `task`: returns True, and the
-    ///   runner retires.
+    /// - a finished request left a cancellation owing to `task`, or `context` changed:
+    ///   returns True, and the runner retires.
     ///
     /// An app's BaseException (not an Exception) is reported to its `send` and then
     /// raised, as a Task would end with it.
-    fn run(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn run(
+        &self,
+        py: Python<'_>,
+        task: &Bound<'_, PyAny>,
+        context: &Bound<'_, PyAny>,
+    ) -> PyResult<PyObject> {
         loop {
             let Some(request) = self.pending.borrow_mut().pop_front() else {
                 return Ok(py.None());
             };
-            let context = self.copy_context.call0(py)?;
-            let started = context.call_method1(
+            let started = start_app(
                 py,
-                "run",
-                (
-                    &self.start,
-                    &self.app,
-                    request.scope,
-                    request.receive,
-                    &request.send,
-                ),
+                self.app.bind(py),
+                request.scope,
+                request.receive,
+                request.send.clone_ref(py),
             );
+            (self.recent.borrow_mut()).count(matches!(started, Ok(Some(_))));
             match started {
-                Ok(step) if step.is_none(py) => {
+                Ok(None) => {
                     request.send.call_method0(py, "app_done")?;
                 }
-                Ok(step) => {
-                    let (coro, waits_on): (PyObject, PyObject) = step.extract(py)?;
-                    let suspended = (context, coro, waits_on, request.send);
+                Ok(Some((coro, waits_on))) => {
+                    let suspended = (coro, waits_on, request.send);
                     return Ok(suspended.into_pyobject(py)?.into_any().unbind());
                 }
                 Err(err) => {
@@ -115,18 +142,58 @@ impl RequestQueue {
                     }
                 }
             }
-            if task.call_method0("cancelling")?.extract::<usize>()? > 0 {
+            let owed = task.call_method0("cancelling")?.extract::<usize>()? > 0;
+            if owed || !self.is_unchanged(context)? {
                 return Ok(true.into_pyobject(py)?.to_owned().into_any().unbind());
             }
         }
     }
 }
 
+/// How many of the requests that runners started lately suspended.
+///
+/// A request that suspends costs a runner about what a Task costs (waking another
+/// runner for the queue, the idle wait afterwards, two delegation levels per step), on
+/// top of what the runner saves; so when most requests of late suspended, a Task each
+/// is cheaper. While that is so, a few requests still go to runners, to see whether the
+/// app changed its ways.
+#[derive(Default)]
+struct Recent {
+    started: u32,
+    suspended: u32,
+    /// Requests routed while Tasks are preferred.
+    routed: u32,
+}
+
+/// The counts are halved every this many started requests, to follow what the app does
+/// now.
+const RECENT: u32 = 64;
+/// While Tasks are preferred, one request in this many still goes to a runner.
+const PROBE_EVERY: u32 = 16;
+
+impl Recent {
+    fn count(&mut self, suspended: bool) {
+        self.started += 1;
+        self.suspended += u32::from(suspended);
+        if self.started >= RECENT {
+            self.started /= 2;
+            self.suspended /= 2;
+        }
+    }
+
+    fn prefers_tasks(&mut self) -> bool {
+        if self.suspended * 2 <= self.started {
+            return false;
+        }
+        self.routed = self.routed.wrapping_add(1);
+        !self.routed.is_multiple_of(PROBE_EVERY)
+    }
+}
+
 static COROUTINE_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 
-/// Runs inside the request's context: calls the app and takes the coroutine's first
-/// step. None when the app returned in it, else `(coroutine, what it waits on)`.
-#[pyfunction]
+/// Calls the app and takes the coroutine's first step. None when the app returned in
+/// it, else `(coroutine, what it waits on)`.
 fn start_app(
     py: Python<'_>,
     app: &Bound<'_, PyAny>,
@@ -156,4 +223,46 @@ fn start_app(
         }
         _ => Err(PyErr::fetch(py)),
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    fn routed_to_tasks(recent: &mut Recent, requests: usize) -> usize {
+        (0..requests).filter(|_| recent.prefers_tasks()).count()
+    }
+
+    #[test]
+    fn runners_while_most_requests_finish_in_their_first_step() {
+        let mut recent = Recent::default();
+        for i in 0..200 {
+            recent.count(i % 3 == 0); // a third suspend
+        }
+        assert_eq!(routed_to_tasks(&mut recent, 100), 0);
+    }
+
+    #[test]
+    fn tasks_when_most_suspend_with_a_probe_now_and_then() {
+        let mut recent = Recent::default();
+        for _ in 0..200 {
+            recent.count(true);
+        }
+        assert_eq!(routed_to_tasks(&mut recent, 160), 150);
+    }
+
+    #[test]
+    fn back_to_runners_when_the_probes_stop_suspending() {
+        let mut recent = Recent::default();
+        for _ in 0..200 {
+            recent.count(true);
+        }
+        for _ in 0..RECENT_PROBES {
+            recent.count(false);
+        }
+        assert_eq!(routed_to_tasks(&mut recent, 100), 0);
+    }
+
+    /// Enough non-suspending probes to outweigh a history of suspensions.
+    const RECENT_PROBES: usize = 64;
 }

@@ -14,6 +14,9 @@ import os
 import anyio
 
 REQUEST_VALUE = contextvars.ContextVar("request_value")
+# Set at import: every request's context starts with it, as under a Task per request.
+APP_WIDE = contextvars.ContextVar("app_wide")
+APP_WIDE.set("set at import")
 made_by_factory = {"count": 0}
 barrier = {"arrived": 0, "released": None}
 
@@ -57,7 +60,8 @@ async def context_var(query, send):
     REQUEST_VALUE.set(query)
     if "sleep" in query:
         await asyncio.sleep(0.01)
-    await respond(send, {"seen": seen, "after": REQUEST_VALUE.get(None)})
+    after = REQUEST_VALUE.get(None)
+    await respond(send, {"seen": seen, "after": after, "app_wide": APP_WIDE.get(None)})
 
 
 async def gather(query, send):
