@@ -160,6 +160,9 @@ def _resume(coro: Any, waits_on: Any) -> Any:
     at C level from there on. A cancellation thrown in before that goes to the app."""
     try:
         yield waits_on
+    except GeneratorExit:
+        coro.close()  # the runner's coroutine is being closed: close the app's too
+        raise
     except BaseException as exc:
         try:
             waits_on = coro.throw(exc)

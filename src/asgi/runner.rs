@@ -124,7 +124,9 @@ impl RequestQueue {
                 request.receive,
                 request.send.clone_ref(py),
             );
-            (self.recent.borrow_mut()).count(matches!(started, Ok(Some(_))));
+            self.recent
+                .borrow_mut()
+                .count(matches!(started, Ok(Some(_))));
             match started {
                 Ok(None) => {
                     request.send.call_method0(py, "app_done")?;
