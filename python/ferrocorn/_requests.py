@@ -44,17 +44,24 @@ from ferrocorn import _ferrocorn
 IDLE_RUNNERS = 2
 
 
-async def run_app(app: Any, scope: dict, receive: Any, send: Any) -> None:
-    """One request or WebSocket in its own Task: call the app; the Rust side answers 500
-    (or closes the connection) if it fails."""
+async def reported(send: Any, func: Any, *args: Any) -> None:
+    """Await `func(*args)` (the app, or the rest of a suspended request) and tell the
+    Rust side how it ended: done, or failed (it then answers 500 or closes the
+    connection). A BaseException that is not an Exception (a cancellation) goes on up,
+    as it would end a Task."""
     try:
-        await app(scope, receive, send)
+        await func(*args)
     except BaseException as exc:
         send.app_error(exc)
         if not isinstance(exc, Exception):
             raise
     else:
         send.app_done()
+
+
+def run_app(app: Any, scope: dict, receive: Any, send: Any) -> Any:
+    """One request or WebSocket in its own Task."""
+    return reported(send, app, scope, receive, send)
 
 
 class PerRequestTasks:
@@ -122,13 +129,7 @@ class Runners:
                         self.awake -= 1
                         self.kick()
                         try:
-                            await _resume(coro, waits_on)
-                        except BaseException as exc:
-                            send.app_error(exc)
-                            if not isinstance(exc, Exception):
-                                raise
-                        else:
-                            send.app_done()
+                            await reported(send, _resume, coro, waits_on)
                         finally:
                             self.awake += 1
                         if task.cancelling() or not queue.unchanged(context):
