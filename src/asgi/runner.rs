@@ -57,20 +57,6 @@ impl RequestQueue {
             send,
         });
     }
-
-    /// Has the request left `context` as the base context is: the same variables,
-    /// holding the same objects?
-    fn is_unchanged(&self, context: &Bound<'_, PyAny>) -> PyResult<bool> {
-        if context.len()? != self.base.len() {
-            return Ok(false);
-        }
-        for (var, value) in &self.base {
-            if !context.get_item(var)?.is(value) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
 }
 
 #[pymethods]
@@ -93,8 +79,18 @@ impl RequestQueue {
         self.pending.borrow().len()
     }
 
+    /// Has the request left `context` as the base context is: the same variables,
+    /// holding the same objects?
     fn unchanged(&self, context: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.is_unchanged(context)
+        if context.len()? != self.base.len() {
+            return Ok(false);
+        }
+        for (var, value) in &self.base {
+            if !context.get_item(var)?.is(value) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Start queued requests in `task` (the calling runner, whose context is `context`)
@@ -145,7 +141,7 @@ impl RequestQueue {
                 }
             }
             let owed = task.call_method0("cancelling")?.extract::<usize>()? > 0;
-            if owed || !self.is_unchanged(context)? {
+            if owed || !self.unchanged(context)? {
                 return Ok(true.into_pyobject(py)?.to_owned().into_any().unbind());
             }
         }
