@@ -63,6 +63,18 @@ pub enum HttpMode {
     Http2,
 }
 
+/// `--task-impl`: how HTTP requests run on the event loop (python/ferrocorn/_requests.py).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskImpl {
+    /// An asyncio Task per request, made by `loop.create_task`, as uvicorn does.
+    Task,
+    /// Requests that finish without suspending run inline in a few long-lived runner
+    /// Tasks: faster, but `asyncio.all_tasks()` lists the runners and a done-callback
+    /// added to `current_task()` runs when the runner ends (README).
+    Runner,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum TlsVersion {
     #[value(name = "1.2")]
@@ -124,6 +136,11 @@ pub struct Config {
     /// Event loop: "auto" uses uvloop when it is installed.
     #[arg(long = "loop", value_enum, default_value = "auto")]
     pub loop_kind: LoopKind,
+
+    /// How HTTP requests run: "task" (an asyncio Task each, as uvicorn) or "runner"
+    /// (opt-in speed-up; see the README for what an app can observe).
+    #[arg(long, value_enum, default_value = "task")]
+    pub task_impl: TaskImpl,
 
     /// ASGI root_path for apps mounted below a URL prefix.
     #[arg(long, default_value = "")]

@@ -106,6 +106,31 @@ pub fn access(line: &str) {
     write_line(&ACCESS_SINK, true, line.as_bytes());
 }
 
+/// The start of an HTTP access line, made when the request arrives:
+/// `127.0.0.1:51234 - "GET /root/path?q=1 HTTP/1.1"`. As uvicorn, the path includes the
+/// root path the app is mounted at.
+pub fn access_request(
+    client: Option<std::net::SocketAddr>,
+    method: &http::Method,
+    root_path: &str,
+    target: &[u8],
+    version: &str,
+) -> Box<str> {
+    let client = client.map_or_else(|| "-".to_string(), |a| a.to_string());
+    let target = String::from_utf8_lossy(target);
+    format!("{client} - \"{method} {root_path}{target} {version}\"").into_boxed_str()
+}
+
+/// The access line once the status is known, with its reason phrase as uvicorn
+/// writes it: `... "GET / HTTP/1.1" 200 OK`.
+pub fn access_response(request: &str, status: http::StatusCode) {
+    let reason = status.canonical_reason().unwrap_or("");
+    access(&format!(
+        "INFO:     {request} {} {reason}\n",
+        status.as_u16()
+    ));
+}
+
 /// Where a raw dump (e.g. Python stacks) must go: the error log's fd.
 pub fn error_fd() -> i32 {
     use std::os::fd::AsRawFd;

@@ -26,7 +26,8 @@ def test_scope(server):
     assert r.status_code == 200
     scope = r.json()
     assert scope["type"] == "http"
-    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    # uvicorn's: 2.3 keeps Starlette watching for http.disconnect while it streams.
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
     assert scope["http_version"] == "1.1"
     assert scope["method"] == "GET"
     assert scope["scheme"] == "http"

@@ -25,14 +25,14 @@ def test_help_and_version():
 
 
 def test_bad_app_strings_exit_with_one_clear_line():
+    # Exit code 3, uvicorn's STARTUP_FAILURE.
     for app, message in [
         ("nope:app", 'Could not import module "nope"'),
         ("basic:missing", 'Attribute "missing" not found in module "basic"'),
         ("basic", "must be in format"),
-        ("broken:app", "NameError: name 'undefined_name' is not defined"),
     ]:
         out = run_to_exit(app)
-        assert out.returncode == 1, out.stderr
+        assert out.returncode == 3, out.stderr
         errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
         assert any(message in line for line in errors), out.stderr
         assert "Traceback" not in out.stderr
@@ -74,14 +74,14 @@ def test_lifespan_off_and_unsupported():
 
 def test_lifespan_startup_failure_exits_nonzero_with_message():
     out = run_to_exit("lifespan_app:failing")
-    assert out.returncode == 1
+    assert out.returncode == 3
     assert "database unreachable" in out.stderr
     assert "Traceback" not in out.stderr
 
 
 def test_lifespan_on_requires_support():
     out = run_to_exit("basic:app", "--lifespan", "on")
-    assert out.returncode == 1
+    assert out.returncode == 3
 
 
 def test_sigterm_drains_in_flight_request():
@@ -137,7 +137,16 @@ def test_sigint_is_a_quick_stop():
 def test_access_log_and_its_switch():
     with Server("basic:app") as s:
         httpx.get(f"{s.url}/count?x=1")
-        s.wait_for_log(r'INFO:     127\.0\.0\.1:\d+ - "GET /count\?x=1 HTTP/1\.1" 200', stdout=True)
+        line = r'INFO:     127\.0\.0\.1:\d+ - "GET /count\?x=1 HTTP/1\.1" 200 OK\n'
+        s.wait_for_log(line, stdout=True)
+    with Server("basic:app", "--root-path", "/api") as s:
+        # As uvicorn: the path logged includes the root path, and the reason phrase.
+        httpx.get(f"{s.url}/raise_before")
+        line = (
+            r'INFO:     127\.0\.0\.1:\d+ - "GET /api/raise_before HTTP/1\.1" '
+            r"500 Internal Server Error\n"
+        )
+        s.wait_for_log(line, stdout=True)
     with Server("basic:app", "--no-access-log", "--no-server-header", "--no-date-header") as s:
         r = httpx.get(f"{s.url}/count")
         assert "server" not in r.headers and "date" not in r.headers
@@ -152,7 +161,11 @@ def test_several_workers_serve():
             assert httpx.get(f"{s.url}/count").status_code == 200
 
 
-def test_import_error_traceback_only_at_debug():
-    out = run_to_exit("broken:app", "--log-level", "debug")
-    assert out.returncode == 1
-    assert "Traceback" in out.stderr and "broken.py" in out.stderr
+def test_an_error_raised_while_importing_shows_its_whole_traceback():
+    # As under uvicorn, at the default log level; then one line says why we stop.
+    out = run_to_exit("broken:app")
+    assert out.returncode == 3
+    assert "Traceback (most recent call last)" in out.stderr and "broken.py" in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("ERROR:")]
+    assert any("NameError: name 'undefined_name' is not defined" in e for e in errors)
+    assert "panicked" not in out.stderr

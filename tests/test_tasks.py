@@ -1,9 +1,12 @@
-"""What a request sees of asyncio, whichever way ferrocorn runs it: inline in a
-long-lived runner Task (the default) or in a Task of its own (when the app installed a
-task factory). Contextvars, `asyncio.current_task()` and cancellation must behave as
-with a Task per request (python/ferrocorn/_requests.py)."""
+"""What a request sees of asyncio, whichever way ferrocorn runs it: in a Task of its
+own (the default, also when the app installed a task factory) or inline in a
+long-lived runner Task (`--task-impl runner`). Contextvars, `asyncio.current_task()`
+and cancellation must behave as with a Task per request (python/ferrocorn/_requests.py);
+done-callbacks and Task names only with the default."""
 
 import asyncio
+import re
+import time
 
 import httpx
 import pytest
@@ -11,11 +14,37 @@ import pytest
 from tests.server import Server
 
 
-@pytest.fixture(scope="module", params=["runners", "task factory"])
+@pytest.fixture(scope="module", params=["task", "runner", "task factory"])
 def server(request):
     env = {"FERROCORN_TEST_TASK_FACTORY": "1"} if request.param == "task factory" else {}
-    with Server("tasks_app:app", env=env) as s:
+    args = ["--task-impl", "runner"] if request.param == "runner" else []
+    with Server("tasks_app:app", *args, env=env) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def default_server():
+    with Server("tasks_app:app") as s:
+        yield s
+
+
+def test_each_request_has_a_task_of_its_own_named_as_uvicorns(default_server):
+    with httpx.Client(base_url=default_server.url) as client:  # one connection
+        names = [client.get("/task-name").json() for _ in range(20)]
+    assert len(set(names)) == 20
+    assert all(re.fullmatch(r"Task-\d+", name) for name in names), names
+
+
+def test_a_done_callback_runs_when_its_request_ends(default_server):
+    with httpx.Client(base_url=default_server.url) as client:
+        for i in range(150):
+            assert client.get(f"/acquire?{i}").status_code == 200
+    responses = get_all(default_server, ["/acquire", "/acquire?sleep"] * 75)
+    assert [r.status_code for r in responses] == [200] * 150
+    deadline = time.monotonic() + 3
+    while (held := httpx.get(f"{default_server.url}/held").json()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert held == 0
 
 
 def get_all(server, paths):

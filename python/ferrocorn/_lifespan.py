@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-ASGI = {"version": "3.0", "spec_version": "2.4"}
+# The spec versions uvicorn gives each scope type.
+ASGI = {"version": "3.0", "spec_version": "2.0"}
 
 
 class LifespanFailed(Exception):

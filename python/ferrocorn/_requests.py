@@ -1,16 +1,19 @@
 """How each request's app call runs on the event loop.
 
-The Rust side hands over a batch of app calls, each as `(scope, receive, send)`: HTTP
-requests into `Runners.queue` (a Rust queue, no Python call), then `kick()` once for the
-batch; WebSockets, and every call when there is no queue, through `start_task(item)`,
-a Task of its own.
+The Rust side hands over a batch of app calls, each as `(scope, receive, send)`.
 
-`Runners` (the default) runs HTTP requests inline in a few long-lived asyncio Tasks
-instead of one Task per request. A Task costs about a microsecond to create, schedule,
-step and free, and most requests never suspend: a hello-world or a small FastAPI
-endpoint runs from start to finish in its first step, because `send()` of a whole
-response completes at once. Each runner Task has its own copy of the worker's base
-context and runs queued requests one after the other directly in it
+`PerRequestTasks` (the default, `--task-impl task`) gives every request and WebSocket
+an asyncio Task of its own made by `loop.create_task`, as uvicorn does: the app sees a
+Task per request (named "Task-N", its done-callbacks run when the request ends, an app's
+task factory sees every one).
+
+`Runners` (opt-in, `--task-impl runner`) runs HTTP requests inline in a few long-lived
+asyncio Tasks instead: the requests go into `Runners.queue` (a Rust queue, no Python
+call), then `kick()` once for the batch. A Task costs about a microsecond to create,
+schedule, step and free, and most requests never suspend: a hello-world or a small
+FastAPI endpoint runs from start to finish in its first step, because `send()` of a
+whole response completes at once. Each runner Task has its own copy of the worker's
+base context and runs queued requests one after the other directly in it
 (`RequestQueue.run`, src/asgi/runner.rs). When a request suspends, its runner stays
 with it until it finishes, continuing it with a plain `await` (no per-step cost over a
 Task), and another runner takes over the queue. What a Task per request gives apps is
@@ -22,12 +25,10 @@ kept:
   request running at the same time;
 - cancellation: `Task.cancel()` reaches the request being run; a runner whose request
   left a cancellation owing (`Task.cancelling()`) retires instead of passing it on.
-What differs: `asyncio.all_tasks()` lists runners, not requests, and a done-callback
-added to `current_task()` runs when the runner ends, not when the request does.
-
-`PerRequestTasks` is the plain way, kept for an app that installed its own task factory
-(it wants to see every request's Task) and for Python 3.10, which has no
-`Task.cancelling()`.
+What differs, and is why it is not the default: `asyncio.all_tasks()` lists runners,
+not requests; sequential requests may share a runner Task object; and a done-callback
+added to `current_task()` runs when the runner ends, not when the request does. Python
+3.10 (no `Task.cancelling()`) and an app with its own task factory get Tasks anyway.
 """
 
 from __future__ import annotations
@@ -59,19 +60,14 @@ async def reported(send: Any, func: Any, *args: Any) -> None:
         send.app_done()
 
 
-def run_app(app: Any, scope: dict, receive: Any, send: Any) -> Any:
-    """One request or WebSocket in its own Task."""
-    return reported(send, app, scope, receive, send)
-
-
 class PerRequestTasks:
+    """Every app call in a Task of its own: the dispatcher (src/asgi/dispatch.rs) calls
+    `loop.create_task(reported(send, app, scope, receive, send))`, through the loop so
+    that an app's task factory sees every request."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop, app: Any) -> None:
         self.loop = loop
         self.app = app
-
-    def start_task(self, item: tuple) -> None:
-        # Through the loop: an app's task factory sees every request.
-        self.loop.create_task(run_app(self.app, *item))
 
     def kick(self) -> None:
         pass
@@ -92,9 +88,6 @@ class Runners:
         self.idle: list[asyncio.Future[None]] = []
         # Runners that will look at the queue again before they wait or end.
         self.awake = 0
-
-    def start_task(self, item: tuple) -> None:
-        asyncio.Task(run_app(self.app, *item), loop=self.loop, name="ferrocorn")
 
     def kick(self) -> None:
         if self.queue and self.awake == 0:
@@ -173,7 +166,14 @@ def _resume(coro: Any, waits_on: Any) -> Any:
     return (yield from coro)
 
 
-def make(loop: asyncio.AbstractEventLoop, app: Any) -> PerRequestTasks | Runners:
-    if loop.get_task_factory() is not None or sys.version_info < (3, 11):
+def make(loop: asyncio.AbstractEventLoop, app: Any, impl: str) -> PerRequestTasks | Runners:
+    if impl != "runner" or loop.get_task_factory() is not None or sys.version_info < (3, 11):
         return PerRequestTasks(loop, app)
     return Runners(loop, app)
+
+
+def is_request_task(task: asyncio.Task) -> bool:
+    """Is this Task one that runs requests (a request's own, or a runner)? Told by its
+    coroutine, so that keeping track costs the requests nothing."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is reported.__code__ or code is Runners._run.__code__

@@ -45,11 +45,12 @@ def _forget_wakeup_fd_in_child() -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    """`NameError: name 'x' is not defined (main.py, line 3)`: the error and where."""
+    """`NameError: name 'x' is not defined (main.py, line 3)`: the error and where, in
+    the innermost frame that is real code (not `<frozen os>`)."""
     import traceback
 
     where = ""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
     if isinstance(exc, SyntaxError) and exc.filename:
         where = f" ({exc.filename}, line {exc.lineno})"
     elif frames:
@@ -94,7 +95,7 @@ class Worker:
             self.core.boot_failed(f"Application startup failed: {exc!r}")
             return 3
 
-        requests = _requests.make(loop, app)
+        requests = _requests.make(loop, app, self.config["task_impl"])
         fd = self.core.serve(loop, requests, lifespan.state, self.on_control)
         loop.add_reader(fd, self.core.drain)
         self.core.ready()
@@ -116,21 +117,24 @@ class Worker:
             # websocket.disconnect before the remaining tasks are cancelled.
             self.core.close_websockets()
             await asyncio.sleep(WEBSOCKET_CLOSE_GRACE)
-        await self._cancel_requests(keep=lifespan.task)
+        # As uvicorn: requests still running after the drain (or on a quick stop) are
+        # cancelled, so their `finally` blocks run; then the app's lifespan shutdown,
+        # while the tasks the app started itself (flushers, task groups, background
+        # jobs) still run; then whatever is left is cancelled, as asyncio.run() does.
+        await _cancel_and_wait([t for t in asyncio.all_tasks() if _requests.is_request_task(t)])
         await lifespan.shutdown()
+        spared = {asyncio.current_task(), lifespan.task}
+        await _cancel_and_wait([t for t in asyncio.all_tasks() if t not in spared])
         loop.remove_reader(fd)
         self.log("info", f"Finished worker process [{pid}]")
         return 0
 
-    async def _cancel_requests(self, keep: asyncio.Task | None) -> None:
-        # Requests still running after the drain (or on a quick stop) are cancelled, so
-        # their `finally` blocks run; the lifespan task must live on for shutdown.
-        spared = {asyncio.current_task(), keep}
-        tasks = [t for t in asyncio.all_tasks() if t not in spared]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+
+async def _cancel_and_wait(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
 
 
 def main() -> int:
@@ -148,10 +152,11 @@ def main() -> int:
         core.boot_failed(str(exc))
         return 3
     except BaseException as exc:
-        # One clear line; the whole traceback only at --log-level debug.
+        # The whole traceback, as under uvicorn (a settings error names its fields only
+        # there), then one line the master repeats as the reason it stops.
         import traceback
 
-        core.log("debug", "".join(traceback.format_exception(exc)).rstrip())
+        core.log("error", "".join(traceback.format_exception(exc)).rstrip())
         core.boot_failed(f"Error loading ASGI app. {_one_line(exc)}")
         return 3
     asyncio.set_event_loop(loop)

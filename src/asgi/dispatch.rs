@@ -21,11 +21,15 @@ pub struct Dispatcher {
     kick: PyObject,
     /// A request was queued since the last kick.
     queued: bool,
-    /// `start_task((scope, receive, send))`: the app call in a Task of its own. For
-    /// WebSockets always: they suspend at every message and last long enough to
-    /// amortise a Task; for HTTP requests when most of late suspended
+    /// `loop.create_task`, `_requests.reported` and the app: an app call in a Task of
+    /// its own is `create_task(reported(send, app, scope, receive, send))`, two C-level
+    /// calls and no Python frame of ours. Every call by default; with runners, for
+    /// WebSockets (they suspend at every message and last long enough to amortise a
+    /// Task) and for HTTP requests when most of late suspended
     /// (`RequestQueue::prefers_tasks`).
-    start_task: PyObject,
+    create_task: PyObject,
+    reported: PyObject,
+    app: PyObject,
     /// Called with "stop", "quit" or "drained".
     on_control: PyObject,
     state: Py<PyDict>,
@@ -48,7 +52,13 @@ impl Dispatcher {
             },
             kick: requests.getattr("kick")?.unbind(),
             queued: false,
-            start_task: requests.getattr("start_task")?.unbind(),
+            create_task: requests.getattr("loop")?.getattr("create_task")?.unbind(),
+            reported: requests
+                .py()
+                .import("ferrocorn._requests")?
+                .getattr("reported")?
+                .unbind(),
+            app: requests.getattr("app")?.unbind(),
             on_control,
             state,
             scopes,
@@ -101,13 +111,27 @@ impl Dispatcher {
             }
             (Session::Http(exchange), _) => {
                 let (receive, send) = http::callables(py, exchange, &self.http)?;
-                self.start_task.call1(py, ((scope, receive, send),))?;
+                self.start_task(py, scope.into_any(), receive.into_any(), send.into_any())?;
             }
             (Session::WebSocket(session), _) => {
                 let (receive, send) = websocket::callables(py, session, &self.http)?;
-                self.start_task.call1(py, ((scope, receive, send),))?;
+                self.start_task(py, scope.into_any(), receive.into_any(), send.into_any())?;
             }
         }
+        Ok(())
+    }
+
+    fn start_task(
+        &self,
+        py: Python<'_>,
+        scope: Bound<'_, PyAny>,
+        receive: PyObject,
+        send: PyObject,
+    ) -> PyResult<()> {
+        let coro = self
+            .reported
+            .call1(py, (&send, &self.app, scope, receive, &send))?;
+        self.create_task.call1(py, (coro,))?;
         Ok(())
     }
 }

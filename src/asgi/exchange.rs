@@ -48,6 +48,8 @@ pub struct ConnInfo {
     /// Python thread.
     pub py_client: OnceLock<Py<PyAny>>,
     pub py_server: OnceLock<Py<PyAny>>,
+    /// The listening socket's path, for connections accepted on a Unix socket.
+    pub unix_path: Option<Box<str>>,
     /// Set on TLS connections: the scope's scheme is https/wss and has a `tls` extension.
     pub tls: Option<crate::tls::TlsInfo>,
     /// The `tls` extension dict, made once per connection on the Python thread.
@@ -65,6 +67,7 @@ impl ConnInfo {
             server,
             py_client: OnceLock::new(),
             py_server: OnceLock::new(),
+            unix_path: None,
             tls,
             py_tls: OnceLock::new(),
         }
@@ -272,6 +275,13 @@ impl Exchange {
     pub fn body_wanted(&self) -> bool {
         let st = self.state();
         st.body_wanted && !st.body_end && !st.disconnected
+    }
+
+    /// May the connection read more of the body ahead of the app, holding less than
+    /// `limit` bytes the app hasn't taken yet?
+    pub fn body_room(&self, limit: usize) -> bool {
+        let st = self.state();
+        !st.body_end && !st.disconnected && st.body.iter().map(Bytes::len).sum::<usize>() < limit
     }
 
     pub fn register_io(&self, cx: &Context<'_>) {

@@ -132,9 +132,11 @@ impl RequestQueue {
                     return Ok(suspended.into_pyobject(py)?.into_any().unbind());
                 }
                 Err(err) => {
-                    request
-                        .send
-                        .call_method1(py, "app_error", (err.value(py),))?;
+                    // The exception object with its traceback attached: on 3.11 a
+                    // fetched error keeps its traceback beside the value, and the log
+                    // would show one line without where it was raised.
+                    let value = err.clone_ref(py).into_value(py);
+                    request.send.call_method1(py, "app_error", (value,))?;
                     if !err.is_instance_of::<PyException>(py) {
                         return Err(err);
                     }

@@ -64,17 +64,25 @@ fn template<'py>(
 
 impl ScopeBuilder {
     pub fn new(py: Python<'_>, root_path: &str, tls: bool) -> PyResult<Self> {
-        let asgi = PyDict::new(py);
-        asgi.set_item("version", "3.0")?;
-        asgi.set_item("spec_version", "2.4")?;
+        // uvicorn's spec versions: 2.3 for http, so that Starlette keeps listening for
+        // http.disconnect while it streams (with 2.4 it waits for send() to fail, and a
+        // generator that never sends again would outlive its client); 2.4 for websocket.
+        let asgi_dict = |spec: &str| -> PyResult<Bound<'_, PyDict>> {
+            let asgi = PyDict::new(py);
+            asgi.set_item("version", "3.0")?;
+            asgi.set_item("spec_version", spec)?;
+            Ok(asgi)
+        };
+        let http_asgi = asgi_dict("2.3")?;
+        let ws_asgi = asgi_dict("2.4")?;
         let root = PyString::new(py, root_path);
         let (http_scheme, ws_scheme) = if tls {
             ("https", "wss")
         } else {
             ("http", "ws")
         };
-        let http_template = template(py, "http", http_scheme, &asgi, &root, tls)?;
-        let ws_template = template(py, "websocket", ws_scheme, &asgi, &root, true)?;
+        let http_template = template(py, "http", http_scheme, &http_asgi, &root, tls)?;
+        let ws_template = template(py, "websocket", ws_scheme, &ws_asgi, &root, true)?;
         Ok(ScopeBuilder {
             http_template,
             ws_template,
@@ -139,7 +147,18 @@ impl ScopeBuilder {
 
         let client = cached_addr(py, &head.conn.py_client, head.conn.client)?;
         scope.set_item(intern!(py, "client"), client)?;
-        let server = cached_addr(py, &head.conn.py_server, head.conn.server)?;
+        let server = match &head.conn.unix_path {
+            // As uvicorn and the ASGI spec: [path, None] on a Unix socket.
+            Some(path) if head.conn.server.is_none() => match head.conn.py_server.get() {
+                Some(obj) => obj.bind(py).clone(),
+                None => {
+                    let obj = (path.as_ref(), py.None()).into_bound_py_any(py)?;
+                    let _ = head.conn.py_server.set(obj.clone().unbind());
+                    obj
+                }
+            },
+            _ => cached_addr(py, &head.conn.py_server, head.conn.server)?,
+        };
         scope.set_item(intern!(py, "server"), server)?;
         scope.set_item(intern!(py, "state"), state.copy()?)?;
         if websocket || head.conn.tls.is_some() {
@@ -205,9 +224,13 @@ fn tls_extension<'py>(py: Python<'py>, tls: &crate::tls::TlsInfo) -> PyResult<Bo
 }
 
 /// The path and query of a request-target; absolute-form targets
-/// ("http://host/p?q") give their path, "*" stays "*".
+/// ("http://host/p?q") give their path, "*" stays "*". A `#fragment` (which clients
+/// should not send) belongs to neither.
 fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
-    let mut rest = target;
+    let mut rest = match target.iter().position(|&b| b == b'#') {
+        Some(f) => &target[..f],
+        None => target,
+    };
     if !rest.starts_with(b"/") && !rest.starts_with(b"*") {
         if let Some(scheme_end) = rest.windows(3).position(|w| w == b"://") {
             let after = &rest[scheme_end + 3..];

@@ -260,6 +260,14 @@ fn check_semantics(
     if target.is_empty() {
         return reject(StatusCode::BAD_REQUEST, "empty request target");
     }
+    // RFC 3986 targets are ASCII; raw bytes above 0x7f would be decoded differently by
+    // each hop (uvicorn answers 400 too).
+    if !target.is_ascii() {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "invalid character in request target",
+        );
+    }
     Outcome::Complete(Head {
         method,
         target,

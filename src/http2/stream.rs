@@ -53,15 +53,8 @@ pub async fn serve(
         |pq| Bytes::copy_from_slice(pq.as_str().as_bytes()),
     );
     let access = shared.access_log.then(|| {
-        let client = conn
-            .client
-            .map_or_else(|| "-".to_string(), |a| a.to_string());
-        format!(
-            "{client} - \"{} {} HTTP/2\"",
-            parts.method,
-            String::from_utf8_lossy(&target)
-        )
-        .into_boxed_str()
+        let root = &shared.root_path;
+        crate::log::access_request(conn.client, &parts.method, root, &target, "HTTP/2")
     });
     let ex = Arc::new(Exchange::new(
         shared.bridge.clone(),
@@ -253,8 +246,8 @@ impl Stream<'_> {
         let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
             return Poll::Pending;
         };
-        if let Some(prefix) = &self.ex.access {
-            crate::log::access(&format!("INFO:     {prefix} {}\n", head.status.as_u16()));
+        if let Some(request) = &self.ex.access {
+            crate::log::access_response(request, head.status);
         }
         let mut response = Response::new(());
         *response.status_mut() = head.status;

@@ -37,6 +37,9 @@ use tokio::time::Instant;
 
 /// Exit status when the app can't boot or the sockets can't be bound.
 const EXIT_FAILURE: i32 = 1;
+/// The app could not boot (import error, lifespan startup failed): uvicorn's
+/// STARTUP_FAILURE, so scripts that check for it keep working.
+const EXIT_BOOT_FAILURE: i32 = 3;
 /// How long a quick stop waits before killing workers that haven't exited.
 const QUICK_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Added to --timeout-graceful-shutdown before the master kills a draining worker,
@@ -306,7 +309,7 @@ impl Arbiter {
         }
         error!("{reason}");
         error!("Application failed to boot; stopping");
-        self.exit_code = EXIT_FAILURE;
+        self.exit_code = EXIT_BOOT_FAILURE;
         self.stop(false).await;
     }
 

@@ -177,6 +177,7 @@ impl WorkerCore {
                 date_header: c.date_header_enabled(),
             },
             access_log: c.access_log_enabled(),
+            root_path: c.root_path.clone().into_boxed_str(),
             keep_alive: std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             header_timeout: std::time::Duration::from_secs_f64(c.timeout_request_header),
             body_timeout: std::time::Duration::from_secs_f64(c.timeout_request_body),

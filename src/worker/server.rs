@@ -182,7 +182,7 @@ async fn accept_loop(
                     let status = http::StatusCode::SERVICE_UNAVAILABLE;
                     match accepted.stream {
                         Stream::Tcp(s) => conn::reject_and_close(s, status, &shared).await,
-                        Stream::Unix(s) => conn::reject_and_close(s, status, &shared).await,
+                        Stream::Unix(s, _) => conn::reject_and_close(s, status, &shared).await,
                     }
                 });
             }
@@ -226,8 +226,11 @@ async fn accept_loop(
                                 }
                             }
                         },
-                        Stream::Unix(s) => {
-                            let conn = Arc::new(ConnInfo::new(None, None, None));
+                        Stream::Unix(s, path) => {
+                            let conn = Arc::new(ConnInfo {
+                                unix_path: path,
+                                ..ConnInfo::new(None, None, None)
+                            });
                             connection(s, shared, conn, shutdown, guard, counts).await
                         }
                     }
@@ -282,7 +285,8 @@ async fn connection<S>(
 
 enum Stream {
     Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
+    /// With the listener's path, for the scope's `server`.
+    Unix(tokio::net::UnixStream, Option<Box<str>>),
 }
 
 struct Accepted {
@@ -301,7 +305,11 @@ async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
         }
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
-            (None, None, Stream::Unix(s))
+            let path = s.local_addr().ok().and_then(|a| {
+                a.as_pathname()
+                    .map(|p| p.to_string_lossy().into_owned().into_boxed_str())
+            });
+            (None, None, Stream::Unix(s, path))
         }
     };
     Ok(Accepted {

@@ -1,6 +1,6 @@
 """An app that reports what a request sees of asyncio: its context variables, its Task,
-and cancellation. ferrocorn runs most requests inline in a few long-lived Tasks
-(python/ferrocorn/_requests.py); these endpoints check that apps can't tell.
+its done-callbacks and cancellation, under a Task per request (the default) and under
+the opt-in runners (python/ferrocorn/_requests.py).
 
 With FERROCORN_TEST_TASK_FACTORY set, lifespan startup installs a task factory that
 counts the Tasks it makes; /factory-count reports the count.
@@ -18,6 +18,8 @@ REQUEST_VALUE = contextvars.ContextVar("request_value")
 APP_WIDE = contextvars.ContextVar("app_wide")
 APP_WIDE.set("set at import")
 made_by_factory = {"count": 0}
+# Resources taken by /acquire and given back by a done-callback on the request's Task.
+held = {"count": 0}
 barrier = {"arrived": 0, "released": None}
 
 
@@ -118,7 +120,32 @@ async def factory_count(query, send):
     await respond(send, made_by_factory["count"])
 
 
+async def task_name(query, send):
+    await respond(send, asyncio.current_task().get_name())
+
+
+async def acquire(query, send):
+    """Takes a resource for the request and releases it when the request's Task ends,
+    the pattern apps use to roll back a request's database transaction."""
+    held["count"] += 1
+
+    def release(task):
+        held["count"] -= 1
+
+    asyncio.current_task().add_done_callback(release)
+    if "sleep" in query:
+        await asyncio.sleep(0.01)
+    await respond(send, "taken")
+
+
+async def held_count(query, send):
+    await respond(send, held["count"])
+
+
 ROUTES = {
+    "task-name": task_name,
+    "acquire": acquire,
+    "held": held_count,
     "ctx": context_var,
     "gather": gather,
     "cancel-self": cancel_self,
