@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # `release` (LTO) is what ships and what CI tests; `make PROFILE=fast ...` builds quicker.
 PROFILE ?= release
 
-.PHONY: venv build serve test test-rust test-python lint fmt bench bench-quick bench-memory fuzz-smoke clean
+.PHONY: venv build serve test test-rust test-python smoke lint fmt bench bench-quick bench-memory fuzz-smoke clean
 
 $(BIN)/python: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test-rust:
 
 test-python: venv
 	$(BIN)/python -m pytest tests -q
+
+# The smoke subset (serve, contract, compat) on CPython 3.10, 3.12 and 3.13 from pyenv,
+# with the abi3 wheel of this build; `make test` runs everything on $(PYTHON).
+smoke: build
+	PROFILE=$(PROFILE) .ci/smoke-pythons.sh
 
 lint: venv
 	cargo fmt --all -- --check
@@ -60,4 +65,4 @@ fuzz-smoke:
 	cd fuzz && cargo fuzz run ws_frames --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) .venv-smoke-* target

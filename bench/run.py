@@ -43,7 +43,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 HOST = "127.0.0.1"
 
-ALL_SERVERS = ("ferrocorn", "granian", "uvicorn", "gunicorn", "ceiling")
+ALL_SERVERS = ("ferrocorn", "granian", "uvicorn", "gunicorn", "ceiling", "ferrocorn-runner")
+# ferrocorn's opt-in request runners (--task-impl runner), measured where they differ:
+# requests that don't suspend.
+RUNNER_WORKLOADS = {"hello", "fastapi", "echo"}
 # ceiling: a plain hyper server (bench/tools), the no-Python ceiling of hello and h2hello.
 TOOLS = HERE / "tools"
 TOOLS_BIN = TOOLS / "target" / "release"
@@ -98,7 +101,13 @@ ALIASES = {"echo10k": "echo", "json": "fastapi"}
 
 
 def serves(server: str, workload: str) -> bool:
+    if server == "ferrocorn-runner":
+        return workload in RUNNER_WORKLOADS
     return server in SERVES.get(workload, PYTHON_SERVERS)
+
+
+def is_ferrocorn(server: str) -> bool:
+    return server.startswith("ferrocorn")
 
 
 def server_command(server: str, app: str, port: int, workload: str = "hello") -> list[str]:
@@ -107,13 +116,14 @@ def server_command(server: str, app: str, port: int, workload: str = "hello") ->
     workers = str(WORKERS.get(workload, 1))
     if server == "ceiling":
         return [str(TOOLS_BIN / "ceiling"), str(port)]
-    if server == "ferrocorn":
+    if is_ferrocorn(server):
         # Default log level (info): "ferrocorn ready" is an info line; it logs nothing per
         # request without the access log.
+        runner = ["--task-impl", "runner"] if server == "ferrocorn-runner" else []
         return [
             FERROCORN_PYTHON, "-m", "ferrocorn", app,
             "--host", HOST, "--port", str(port), "--workers", workers,
-            "--no-access-log", "--loop", "uvloop",
+            "--no-access-log", "--loop", "uvloop", *runner,
         ]  # fmt: skip
     if server == "granian":
         protocols = {
@@ -451,7 +461,7 @@ class Run:
 def measure(server: str, workload: str, args, logdir: Path) -> Run:
     app, path, tool, _ = WORKLOADS[workload]
     run = Run()
-    if server == "ferrocorn" and not os.access(FERROCORN_PYTHON, os.X_OK):
+    if is_ferrocorn(server) and not os.access(FERROCORN_PYTHON, os.X_OK):
         run.reason = f"FERROCORN_PYTHON={FERROCORN_PYTHON} is not an executable"
         return run
     port = free_port()
@@ -470,7 +480,7 @@ def measure(server: str, workload: str, args, logdir: Path) -> Run:
     LIVE[proc.pid] = proc
     try:
         request = h2_request if tool == "h2load" else http_request
-        ready_line = log if server == "ferrocorn" else None
+        ready_line = log if is_ferrocorn(server) else None
         wait_ready(port, path, proc, args.boot_timeout, ready_line, request)
         check_answer(port, path, CHECKS[workload], request)
         if tool == "wsload":
