@@ -6,6 +6,9 @@ ferrocorn.
 """
 
 import asyncio
+import hashlib
+import json
+import os
 import re
 import signal
 import time
@@ -14,6 +17,7 @@ import httpx
 import pytest
 
 from tests.compat import compat_server, read_lines, run_to_exit, wait_until
+from tests.server import raw_exchange
 
 SHUTDOWN_FAILURES = ("Application shutdown failed", "CancelledError")
 
@@ -222,3 +226,146 @@ def test_settings_validation_error_at_import_prints_the_full_traceback():
         "pydantic_core._pydantic_core.ValidationError: 1 validation error for Settings",
     )
     assert "compat_database_url\n  Field required" in out.stderr, out.stderr
+
+
+# 4, 5. Streaming responses notice that the client left, even while they wait.
+
+
+def live_counts(s) -> dict:
+    return httpx.get(f"{s.url}/live").json()
+
+
+def test_starlette_streaming_generators_end_when_their_clients_leave():
+    """uvicorn advertises scope["asgi"]["spec_version"] == "2.3" for HTTP (h11_impl.py,
+    httptools_impl.py; "2.4" only for WebSockets). Below 2.4 Starlette's
+    StreamingResponse also listens for http.disconnect and cancels the stream when it
+    comes; from 2.4 on it relies on send() raising instead, which a generator blocked on
+    an empty queue never calls, so the generator would stay alive for ever."""
+    with compat_server("compat_stream:app") as s:
+        clients = []
+        for _ in range(3):
+            sock = s.connect()
+            sock.sendall(b"GET /stream HTTP/1.1\r\nHost: h\r\n\r\n")
+            received = b""
+            while not received.endswith(b"hello\n\r\n"):  # chunked: "6\r\nhello\n\r\n"
+                chunk = sock.recv(4096)
+                assert chunk, received
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+            clients.append(sock)
+        assert live_counts(s)["live"]["stream"] == 3
+        for sock in clients:
+            sock.close()
+        assert wait_until(lambda: live_counts(s)["live"]["stream"] == 0), live_counts(s)
+        assert live_counts(s)["cleaned_up"]["stream"] == 3
+
+
+def test_sse_starlette_generator_is_cleaned_up_when_the_client_leaves():
+    pytest.importorskip("sse_starlette")
+    with compat_server("compat_stream:app") as s:
+        for _ in range(3):
+            events = []
+            with httpx.stream("GET", f"{s.url}/sse", timeout=10) as r:
+                assert r.status_code == 200
+                assert r.headers["content-type"].startswith("text/event-stream")
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line.removeprefix("data: "))
+                    if len(events) == 3:
+                        break
+            assert events == ["0", "1", "2"]
+        assert wait_until(lambda: live_counts(s)["live"]["sse"] == 0), live_counts(s)
+        assert live_counts(s)["cleaned_up"]["sse"] == 3
+
+
+# 6. Scope and access log details.
+
+
+def test_scope_server_over_a_unix_socket(tmp_path):
+    """uvicorn gives scope["server"] == (path, None) on a Unix socket (get_local_addr in
+    uvicorn/protocols/utils.py: getsockname() is the path) and scope["client"] None."""
+    path = str(tmp_path / "compat.sock")
+    with compat_server("basic:app", "--uds", path):
+        transport = httpx.HTTPTransport(uds=path)
+        with httpx.Client(transport=transport, base_url="http://localhost") as client:
+            scope = client.get("/scope").json()
+    assert scope["server"] == [path, None]
+    assert scope["client"] is None
+
+
+def request_scope(s, target: bytes) -> dict:
+    with s.connect() as sock:
+        reply = raw_exchange(sock, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), reply
+    return json.loads(body)
+
+
+def test_a_fragment_in_the_request_target_is_dropped():
+    """uvicorn with httptools (its default when installed, as with uvicorn[standard])
+    drops a '#fragment' from the request target. (Its h11 implementation passes it on
+    in query_string or path.)"""
+    with compat_server("basic:app") as s:
+        scope = request_scope(s, b"/search?q=1#results")
+        assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
+            "/search",
+            "/search",
+            "q=1",
+        )
+        scope = request_scope(s, b"/search#results")
+        assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
+            "/search",
+            "/search",
+            "",
+        )
+
+
+@pytest.mark.parametrize("target", [b"/\xff", b"/search?q=\xff", b"/caf\xc3\xa9"])
+def test_non_ascii_bytes_in_the_request_target_get_400(target):
+    """uvicorn (h11 and httptools alike) answers 400 and closes to a request target with
+    any byte outside ASCII, UTF-8 sequences included."""
+    with compat_server("basic:app") as s:
+        with s.connect() as sock:
+            reply = raw_exchange(sock, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+    assert reply.endswith(b"<EOF>"), reply
+
+
+def test_access_log_has_the_reason_phrase_and_the_root_path():
+    """uvicorn's access line is '%(levelprefix)s %(client_addr)s - "%(request_line)s"
+    %(status_code)s' with the status code followed by its phrase ("200 OK"), on stdout;
+    the path it logs is scope["path"], which includes --root-path."""
+    with compat_server("basic:app", "--root-path", "/api") as s:
+        assert httpx.get(f"{s.url}/count?x=1").status_code == 200
+        s.wait_for_log(
+            r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /api/count\?x=1 HTTP/1\.1" 200 OK$',
+            stdout=True,
+        )
+    with compat_server("compat_tasks:app") as s:
+        assert httpx.get(f"{s.url}/nowhere").status_code == 404
+        s.wait_for_log(
+            r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /nowhere HTTP/1\.1" 404 Not Found$',
+            stdout=True,
+        )
+
+
+# 7. Large uploads.
+
+
+def test_fastapi_20mb_multipart_upload():
+    data = os.urandom(20 * 1024 * 1024)
+    with compat_server("compat_upload:app") as s:
+        r = httpx.post(
+            f"{s.url}/upload",
+            files={"file": ("big.bin", data, "application/octet-stream")},
+            data={"label": "backup"},
+            timeout=60,
+        )
+    assert r.status_code == 200, r.text
+    assert r.http_version == "HTTP/1.1"
+    assert r.json() == {
+        "filename": "big.bin",
+        "label": "backup",
+        "size": len(data),
+        "md5": hashlib.md5(data).hexdigest(),
+    }
