@@ -2,8 +2,9 @@
 
 uvicorn stops a server in this order: stop accepting, let requests finish, send
 `lifespan.shutdown` and wait for the app's answer, and only then (asyncio.run leaving)
-cancel whatever tasks are left. Each app here writes what its shutdown did, one line at
-a time, to the file named by COMPAT_RECORD.
+cancel whatever tasks are left. Each app here (and in compat_litestar.py,
+compat_quart.py) writes what its shutdown did, one line at a time, to the file named by
+COMPAT_RECORD.
 """
 
 import asyncio
@@ -12,9 +13,6 @@ import os
 
 import anyio
 from fastapi import FastAPI
-from litestar import Litestar
-from litestar import get as litestar_get
-from quart import Quart
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -23,31 +21,6 @@ from starlette.routing import Route
 def record(line: str) -> None:
     with open(os.environ["COMPAT_RECORD"], "a") as f:
         f.write(line + "\n")
-
-
-# Litestar: its lifespan always enters an event emitter, an anyio task group with a
-# worker task; on_shutdown hooks run when that context exits.
-
-
-async def litestar_startup(app: Litestar) -> None:
-    record("litestar on_startup ran")
-
-
-async def litestar_shutdown(app: Litestar) -> None:
-    await asyncio.sleep(0.05)  # a hook that awaits something (closing a pool, say)
-    record("litestar on_shutdown ran")
-
-
-@litestar_get("/")
-async def litestar_index() -> str:
-    return "litestar"
-
-
-litestar_app = Litestar(
-    route_handlers=[litestar_index],
-    on_startup=[litestar_startup],
-    on_shutdown=[litestar_shutdown],
-)
 
 
 # FastAPI: a lifespan that keeps an anyio task group open around `yield`, with a
@@ -113,20 +86,3 @@ async def buffer_event(request):
 
 
 flusher_app = Starlette(routes=[Route("/event", buffer_event)], lifespan=flusher_lifespan)
-
-
-# Quart: add_background_task; Quart's shutdown awaits these tasks (for up to
-# BACKGROUND_TASK_SHUTDOWN_TIMEOUT, 5 s) before it cancels them.
-
-quart_app = Quart(__name__)
-
-
-async def slow_background_job() -> None:
-    await asyncio.sleep(1.0)
-    record("background job finished")
-
-
-@quart_app.route("/schedule")
-async def schedule():
-    quart_app.add_background_task(slow_background_job)
-    return "scheduled"

@@ -1,53 +1,35 @@
-"""Streaming responses whose generators wait on a queue that nothing feeds.
+"""A Starlette StreamingResponse whose generator waits on a queue that nothing feeds.
 
-Each generator counts itself live until its `finally` runs; /live reports the count.
+Each generator counts itself live until its `finally` runs; /live reports the counts.
 """
 
 import asyncio
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-live = {"stream": 0, "sse": 0}
-cleaned_up = {"stream": 0, "sse": 0}
+live = {"count": 0, "cleaned_up": 0}
 queue: asyncio.Queue = asyncio.Queue()  # never fed
 
 
-async def updates(kind: str):
-    live[kind] += 1
+async def updates():
+    live["count"] += 1
     try:
         yield "hello\n"
         while True:
             yield await queue.get()
     finally:
-        live[kind] -= 1
-        cleaned_up[kind] += 1
+        live["count"] -= 1
+        live["cleaned_up"] += 1
 
 
 async def stream(request):
-    return StreamingResponse(updates("stream"), media_type="text/plain")
-
-
-async def sse_events():
-    live["sse"] += 1
-    try:
-        for i in range(3):
-            yield {"event": "tick", "data": str(i)}
-        while True:
-            yield {"event": "update", "data": await queue.get()}
-    finally:
-        live["sse"] -= 1
-        cleaned_up["sse"] += 1
-
-
-async def sse(request):
-    return EventSourceResponse(sse_events())
+    return StreamingResponse(updates(), media_type="text/plain")
 
 
 async def counts(request):
-    return JSONResponse({"live": live, "cleaned_up": cleaned_up})
+    return JSONResponse(live)
 
 
-app = Starlette(routes=[Route("/stream", stream), Route("/sse", sse), Route("/live", counts)])
+app = Starlette(routes=[Route("/stream", stream), Route("/live", counts)])
