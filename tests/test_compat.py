@@ -295,6 +295,18 @@ def test_scope_server_over_a_unix_socket(tmp_path):
     assert scope["client"] is None
 
 
+def test_access_log_over_a_unix_socket_has_an_empty_client(tmp_path):
+    """With no client address (a Unix socket), uvicorn's access formatter puts "" where
+    the client goes, so the line reads 'INFO:      - "GET /x HTTP/1.1" 200 OK'."""
+    path = str(tmp_path / "compat.sock")
+    with compat_server("basic:app", "--uds", path) as s:
+        transport = httpx.HTTPTransport(uds=path)
+        with httpx.Client(transport=transport, base_url="http://localhost") as client:
+            assert client.get("/count").status_code == 200
+        s.wait_for_log(r'"GET /count HTTP/1\.1"', stdout=True)
+        assert 'INFO:      - "GET /count HTTP/1.1" 200 OK\n' in s.stdout_text()
+
+
 def request_scope(s, target: bytes) -> dict:
     with s.connect() as sock:
         reply = raw_exchange(sock, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
