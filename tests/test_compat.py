@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.compat import compat_server, read_lines, run_to_exit, wait_until
-from tests.server import raw_exchange
+from tests.server import APPS_DIR, raw_exchange
 
 SHUTDOWN_FAILURES = ("Application shutdown failed", "CancelledError")
 
@@ -157,8 +157,6 @@ def test_sequential_requests_run_in_distinct_tasks(query):
 
 def source_line(module: str, marker: str) -> tuple[int, str]:
     """The line number and text of the line of tests/apps/`module` containing `marker`."""
-    from tests.server import APPS_DIR
-
     lines = (APPS_DIR / module).read_text().splitlines()
     number = next(i for i, line in enumerate(lines, 1) if marker in line)
     return number, lines[number - 1].strip()
