@@ -39,7 +39,9 @@ pub enum ToMaster {
     /// App imported, lifespan startup done, accepting connections.
     Ready,
     /// The app could not be loaded or its lifespan startup failed; the reason is one line.
-    BootFailed { reason: String },
+    /// `exit_code` is the master's, as uvicorn's would be: 3 (STARTUP_FAILURE), or 1 for
+    /// an exception the app's import raised (uvicorn lets it end the process).
+    BootFailed { reason: String, exit_code: i32 },
     /// Sent from the worker's event-loop thread, so a blocked loop stops sending it.
     Heartbeat,
     /// The worker served its --max-requests: replace it the rolling way.

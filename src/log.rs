@@ -116,7 +116,8 @@ pub fn access_request(
     target: &[u8],
     version: &str,
 ) -> Box<str> {
-    let client = client.map_or_else(|| "-".to_string(), |a| a.to_string());
+    // Empty without a client address (a Unix socket), as uvicorn writes it.
+    let client = client.map_or_else(String::new, |a| a.to_string());
     let target = String::from_utf8_lossy(target);
     format!("{client} - \"{method} {root_path}{target} {version}\"").into_boxed_str()
 }

@@ -157,8 +157,9 @@ def main() -> int:
         import traceback
 
         core.log("error", "".join(traceback.format_exception(exc)).rstrip())
-        core.boot_failed(f"Error loading ASGI app. {_one_line(exc)}")
-        return 3
+        # Exit 1, as Python (and so uvicorn) ends on an uncaught exception.
+        core.boot_failed(f"Error loading ASGI app. {_one_line(exc)}", 1)
+        return 1
     asyncio.set_event_loop(loop)
     worker = Worker(core, config)
     try:

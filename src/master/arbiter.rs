@@ -16,7 +16,8 @@
 //! A worker that reaches --max-requests is replaced the same rolling way. A worker
 //! whose event loop stops sending heartbeats for --timeout seconds has its Python
 //! stacks logged, is killed and replaced. A worker that fails to boot stops the whole
-//! server with its reason and exit code 1 instead of being respawned forever (during a
+//! server with its reason and uvicorn's exit code (3, or 1 for an exception raised by
+//! the app's import) instead of being respawned forever (during a
 //! rolling restart it only aborts the restart: the old workers keep serving).
 
 use super::listeners::{self, Listener};
@@ -37,8 +38,8 @@ use tokio::time::Instant;
 
 /// Exit status when the app can't boot or the sockets can't be bound.
 const EXIT_FAILURE: i32 = 1;
-/// The app could not boot (import error, lifespan startup failed): uvicorn's
-/// STARTUP_FAILURE, so scripts that check for it keep working.
+/// The app could not boot (module or attribute not found, lifespan startup failed):
+/// uvicorn's STARTUP_FAILURE, so scripts that check for it keep working.
 const EXIT_BOOT_FAILURE: i32 = 3;
 /// How long a quick stop waits before killing workers that haven't exited.
 const QUICK_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -203,8 +204,8 @@ impl Arbiter {
     async fn on_event(&mut self, event: WorkerEvent) {
         match event {
             WorkerEvent::Message(key, ToMaster::Ready) => self.on_ready(key).await,
-            WorkerEvent::Message(key, ToMaster::BootFailed { reason }) => {
-                self.boot_failed(key, &reason).await;
+            WorkerEvent::Message(key, ToMaster::BootFailed { reason, exit_code }) => {
+                self.boot_failed(key, &reason, exit_code).await;
             }
             WorkerEvent::Message(key, ToMaster::Heartbeat) => {
                 if let Some(w) = self.workers.get_mut(&key) {
@@ -270,7 +271,7 @@ impl Arbiter {
                 worker.pid,
                 describe(status)
             );
-            self.boot_failed(key, &reason).await;
+            self.boot_failed(key, &reason, EXIT_BOOT_FAILURE).await;
             return;
         }
         error!(
@@ -288,7 +289,7 @@ impl Arbiter {
         self.spawn().await;
     }
 
-    async fn boot_failed(&mut self, key: u64, reason: &str) {
+    async fn boot_failed(&mut self, key: u64, reason: &str, exit_code: i32) {
         if self.phase == Phase::Stopping {
             return; // Already reported: one clear message, not one per worker.
         }
@@ -309,7 +310,7 @@ impl Arbiter {
         }
         error!("{reason}");
         error!("Application failed to boot; stopping");
-        self.exit_code = EXIT_BOOT_FAILURE;
+        self.exit_code = exit_code;
         self.stop(false).await;
     }
 

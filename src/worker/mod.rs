@@ -99,8 +99,10 @@ impl WorkerCore {
         self.control.send(&ToMaster::Ready);
     }
 
-    fn boot_failed(&self, reason: String) {
-        self.control.send(&ToMaster::BootFailed { reason });
+    #[pyo3(signature = (reason, exit_code = 3))]
+    fn boot_failed(&self, reason: String, exit_code: i32) {
+        self.control
+            .send(&ToMaster::BootFailed { reason, exit_code });
     }
 
     fn heartbeat(&self) {
