@@ -415,6 +415,41 @@ def test_websockets_client_with_small_windows(server, bits):
             assert ws.recv() == payload
 
 
+# --- bytes-like sends -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def echo_server():
+    with Server("ws_echo:app") as s:
+        yield s
+
+
+@pytest.mark.parametrize("path", ["/bytes", "/bytearray", "/memoryview"])
+def test_send_accepts_bytes_like(echo_server, path):
+    with connect(ws_url(echo_server, path), max_size=None) as ws:
+        for payload in (b"", b"\x00\x01\x02", os.urandom(100_000)):
+            ws.send(payload)
+            assert ws.recv() == payload
+
+
+def test_send_of_a_strided_memoryview_sends_its_bytes(echo_server):
+    with connect(ws_url(echo_server, "/memoryview-strided"), max_size=None) as ws:
+        payload = os.urandom(50_001)
+        ws.send(payload)
+        assert ws.recv() == payload[::2]
+
+
+def test_send_rejects_bytes_that_are_not_bytes_like(echo_server):
+    # A list is not bytes-like (bytes([1, 2, 3]) would have made one): the app's send
+    # raises, and the connection stays usable.
+    with connect(ws_url(echo_server, "/bad-bytes")) as ws:
+        ws.send(b"go")
+        answer = ws.recv()
+        assert "must be bytes, bytearray or memoryview, not list" in answer, answer
+        ws.send(b"again")
+        assert "not list" in ws.recv()
+
+
 @pytest.mark.timeout(30)
 def test_ping_timeout_closes_silent_clients():
     with Server(APP, "--ws-ping-interval", "0.5", "--ws-ping-timeout", "0.5") as s:
