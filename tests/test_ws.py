@@ -9,10 +9,12 @@ import socket
 import struct
 import threading
 import time
+import zlib
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect
 
 from tests.server import Server
@@ -271,6 +273,181 @@ def test_permessage_deflate_can_be_turned_off():
             assert "sec-websocket-extensions" not in ws.response.headers
             ws.send("plain")
             assert ws.recv() == "plain"
+
+
+def test_permessage_deflate_echoes_compressible_then_random_data(server):
+    # Issue #11: the server's compressed frame for 4 KiB of zeros then 60 KiB of noise
+    # was 3 KiB short; the client must get every message back byte for byte.
+    zeros_then_noise = bytes(4096) + os.urandom(61440)
+    big = bytes(8192) + os.urandom(120 << 10)
+    with connect(ws_url(server, "/echo"), max_size=None) as ws:
+        assert ws.response.headers["sec-websocket-extensions"].startswith("permessage-deflate")
+        for payload in (zeros_then_noise, zeros_then_noise, big, os.urandom(128 << 10), big):
+            ws.send(payload)
+            assert ws.recv() == payload
+        text = "a" * 4096 + os.urandom(61440).hex()
+        ws.send(text)
+        assert ws.recv() == text
+
+
+def raw_handshake_ext(server, extensions: str) -> tuple[socket.socket, str]:
+    """A handshake offering `extensions`; returns the socket and the server's answer."""
+    sock = socket.create_connection((server.host, server.port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Extensions: {extensions}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    answer = ""
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "sec-websocket-extensions":
+            answer = value.strip()
+    return sock, answer
+
+
+def read_data_frame(sock: socket.socket) -> tuple[bool, bytes]:
+    """One unmasked server frame: (RSV1, payload)."""
+    b0, b1 = read_exactly(sock, 2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", read_exactly(sock, 2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", read_exactly(sock, 8))[0]
+    assert b0 & 0x80, "one frame per message"
+    return bool(b0 & 0x40), read_exactly(sock, n)
+
+
+def inflate_within_window(d, wire: bytes) -> bytes:
+    """Inflate one message with `d`, a raw decompressobj kept across the connection's
+    messages (context takeover), 256 bytes out per step, so that a back-reference
+    farther than its window fails instead of being served from output this step
+    already holds."""
+    data, out = wire + b"\x00\x00\xff\xff", b""
+    while data:
+        out += d.decompress(data, 256)
+        data = d.unconsumed_tail
+    return out
+
+
+def test_server_max_window_bits_is_honoured(server):
+    # Repeats 3000 bytes apart: a 32 KiB window would reuse them, a small one can't.
+    payload = os.urandom(3000) * 8
+    # The check has teeth: a full-window stream fails it.
+    full = zlib.compressobj(wbits=-15)
+    wire = (full.compress(payload) + full.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    with pytest.raises(zlib.error):
+        inflate_within_window(zlib.decompressobj(-9), wire)
+    for bits in (9, 10, 12, 15):
+        sock, answer = raw_handshake_ext(
+            server, f"permessage-deflate; server_max_window_bits={bits}; client_max_window_bits"
+        )
+        with sock:
+            assert answer == f"permessage-deflate; server_max_window_bits={bits}"
+            inflater = zlib.decompressobj(-bits)
+            for _ in range(2):  # the second message may refer back to the first
+                sock.sendall(frame(0x2, payload))
+                compressed, wire = read_data_frame(sock)
+                assert compressed
+                assert inflate_within_window(inflater, wire) == payload
+                if bits == 15:
+                    assert len(wire) < len(payload) // 4
+
+
+def test_an_eight_bit_server_window_is_accepted_and_sent_uncompressed(server):
+    # zlib can't make a raw deflate stream with a 256-byte window: the offer is accepted,
+    # the client's compressed messages are read, ours go out uncompressed.
+    sock, answer = raw_handshake_ext(
+        server, "permessage-deflate; server_no_context_takeover; server_max_window_bits=8"
+    )
+    with sock:
+        assert answer == "permessage-deflate; server_no_context_takeover; server_max_window_bits=8"
+        text = "eight bits " * 200
+        packer = zlib.compressobj(wbits=-9)
+        wire = (packer.compress(text.encode()) + packer.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        sock.sendall(frame(0x41, wire))  # RSV1 + text
+        assert read_data_frame(sock) == (False, text.encode())
+
+
+def test_invalid_extension_offers_fall_through_to_the_next(server):
+    cases = {
+        "permessage-deflate; server_max_window_bits=7, "
+        "permessage-deflate; client_max_window_bits=9; server_no_context_takeover": (
+            "permessage-deflate; server_no_context_takeover"
+        ),
+        "permessage-deflate; server_max_window_bits=016, permessage-deflate; "
+        'server_max_window_bits="11"': "permessage-deflate; server_max_window_bits=11",
+        "permessage-deflate; client_max_window_bits=16": "",
+        "permessage-deflate; server_max_window_bits": "",
+        "permessage-deflate; client_no_context_takeover; client_no_context_takeover": "",
+        "x-webkit-deflate-frame, permessage-deflate; client_no_context_takeover": (
+            "permessage-deflate; client_no_context_takeover"
+        ),
+    }
+    for offer, expected in cases.items():
+        sock, answer = raw_handshake_ext(server, offer)
+        with sock:
+            assert answer == expected, offer
+            sock.sendall(frame(0x1, b"x" * 100))
+            assert read_data_frame(sock)[0] == bool(expected)
+
+
+@pytest.mark.parametrize("bits", [9, 10, 12, 15])
+def test_websockets_client_with_small_windows(server, bits):
+    # The websockets client inflates with the window it asked for, across messages: a
+    # reference beyond it into the previous message would fail there.
+    factory = ClientPerMessageDeflateFactory(
+        server_max_window_bits=bits, client_max_window_bits=bits
+    )
+    with connect(ws_url(server, "/echo"), extensions=[factory], max_size=None) as ws:
+        answer = ws.response.headers["sec-websocket-extensions"]
+        assert answer == f"permessage-deflate; server_max_window_bits={bits}"
+        message = os.urandom(2000)
+        for payload in (message, message, message + bytes(70000), os.urandom(1 << 17)):
+            ws.send(payload)
+            assert ws.recv() == payload
+
+
+# --- bytes-like sends -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def echo_server():
+    with Server("ws_echo:app") as s:
+        yield s
+
+
+@pytest.mark.parametrize("path", ["/bytes", "/bytearray", "/memoryview"])
+def test_send_accepts_bytes_like(echo_server, path):
+    with connect(ws_url(echo_server, path), max_size=None) as ws:
+        for payload in (b"", b"\x00\x01\x02", os.urandom(100_000)):
+            ws.send(payload)
+            assert ws.recv() == payload
+
+
+def test_send_of_a_strided_memoryview_sends_its_bytes(echo_server):
+    with connect(ws_url(echo_server, "/memoryview-strided"), max_size=None) as ws:
+        payload = os.urandom(50_001)
+        ws.send(payload)
+        assert ws.recv() == payload[::2]
+
+
+def test_send_rejects_bytes_that_are_not_bytes_like(echo_server):
+    # A list is not bytes-like (bytes([1, 2, 3]) would have made one): the app's send
+    # raises, and the connection stays usable.
+    with connect(ws_url(echo_server, "/bad-bytes")) as ws:
+        ws.send(b"go")
+        answer = ws.recv()
+        assert "must be bytes, bytearray or memoryview, not list" in answer, answer
+        ws.send(b"again")
+        assert "not list" in ws.recv()
 
 
 @pytest.mark.timeout(30)

@@ -5,8 +5,8 @@
 
 use super::exchange::{ResponseHead, STREAM_WATER};
 use super::http::{
-    convert_headers, field, protocol_error, required, resolve, ClientDisconnected, HttpContext,
-    Ready,
+    body_bytes, convert_headers, field, protocol_error, required, resolve, ClientDisconnected,
+    HttpContext, Ready,
 };
 use super::ws_session::{Decision, Message, Outgoing, WsSession, WsState};
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 use std::sync::Arc;
 
 #[pyclass(frozen, module = "ferrocorn._ferrocorn")]
@@ -312,10 +312,7 @@ impl WsSend {
 fn data_message(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Message> {
     if let Some(b) = field(message, intern!(py, "bytes"))? {
         if !b.is_none() {
-            let data = b
-                .downcast::<PyBytes>()
-                .map_err(|_| protocol_error("websocket.send 'bytes' must be bytes".into()))?;
-            return Ok(Message::Binary(Bytes::copy_from_slice(data.as_bytes())));
+            return Ok(Message::Binary(bytes_like(py, &b)?));
         }
     }
     if let Some(t) = field(message, intern!(py, "text"))? {
@@ -329,6 +326,26 @@ fn data_message(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Message>
     Err(protocol_error(
         "websocket.send needs 'bytes' or 'text'".into(),
     ))
+}
+
+/// The `bytes` of a websocket.send: `bytes`, or the bytes-like `bytearray` and
+/// `memoryview` (any format or layout: its bytes in C order, as `tobytes()` gives).
+fn bytes_like(py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(data) = b.downcast::<PyBytes>() {
+        return Ok(Bytes::copy_from_slice(data.as_bytes()));
+    }
+    if let Ok(array) = b.downcast::<PyByteArray>() {
+        return Ok(Bytes::from(array.to_vec()));
+    }
+    if b.is_instance_of::<PyMemoryView>() {
+        // tobytes() makes the one copy; a big one is then kept, not copied again.
+        let copy = b.call_method0(intern!(py, "tobytes"))?;
+        return Ok(body_bytes(copy.downcast_into::<PyBytes>()?));
+    }
+    Err(protocol_error(format!(
+        "websocket.send 'bytes' must be bytes, bytearray or memoryview, not {}",
+        b.get_type().name()?
+    )))
 }
 
 /// Completes whatever receive() / send() future of this WebSocket can complete now.

@@ -456,12 +456,13 @@ impl Connection<'_> {
                         Message::Text(t) => (frame::OP_TEXT, t.as_bytes()),
                         Message::Binary(b) => (frame::OP_BINARY, b),
                     };
-                    match self.codec.as_mut() {
-                        Some(codec) if data.len() >= deflate::MIN_COMPRESS => {
-                            let packed = codec.compress(data);
-                            frame::write_frame(&mut self.out, opcode, true, &packed);
-                        }
-                        _ => frame::write_frame(&mut self.out, opcode, false, data),
+                    let packed = match self.codec.as_mut() {
+                        Some(codec) if data.len() >= deflate::MIN_COMPRESS => codec.compress(data),
+                        _ => None,
+                    };
+                    match packed {
+                        Some(packed) => frame::write_frame(&mut self.out, opcode, true, &packed),
+                        None => frame::write_frame(&mut self.out, opcode, false, data),
                     }
                 }
                 Outgoing::Close { code, reason } => {

@@ -1,0 +1,1 @@
+"""The Autobahn WebSocket fuzzingclient against ferrocorn (see run.py)."""
