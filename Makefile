@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # `release` (LTO) is what ships and what CI tests; `make PROFILE=fast ...` builds quicker.
 PROFILE ?= release
 
-.PHONY: venv build serve test test-rust test-python smoke lint fmt bench bench-quick bench-memory fuzz-smoke clean
+.PHONY: venv build serve test test-rust test-python smoke autobahn lint fmt bench bench-quick bench-memory fuzz-smoke clean
 
 $(BIN)/python: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test-python: venv
 # with the abi3 wheel of this build; `make test` runs everything on $(PYTHON).
 smoke: build
 	PROFILE=$(PROFILE) .ci/smoke-pythons.sh
+
+# The Autobahn WebSocket suite against a real server (needs pyenv's 2.7.18 for wstest).
+autobahn: build
+	.ci/autobahn.sh
 
 lint: venv
 	cargo fmt --all -- --check
