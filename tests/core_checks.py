@@ -45,3 +45,54 @@ SHARED_CHECKS = [
     check_head,
     check_not_found,
 ]
+
+
+# Response shapes (tests/apps/send_app.py), checked with
+# httpx over each protocol; test_send.py adds what needs a raw socket or h2 frames.
+
+
+def check_list_and_iterable_headers(client, server):
+    r = client.get("/send/list-headers")
+    assert r.status_code == 200
+    assert r.headers["x-shape"] == "list"
+    assert r.content == b"list headers"
+    r = client.get("/send/iter-headers")
+    assert r.status_code == 200
+    assert r.headers["x-shape"] == "tuple"
+    assert r.headers.get_list("x-gen") == ["1", "2"]
+    assert r.content == b"iter headers"
+
+
+def check_bytes_like_bodies(client, server):
+    from tests.apps.send_app import BIG
+
+    r = client.get("/send/bytes-like")
+    assert r.status_code == 200
+    assert r.content == b"bytearray|memoryview|" + BIG[1:] + b"|end"
+    r = client.get("/send/starlette/memoryview")
+    assert r.status_code == 200
+    assert r.content == b"starlette memoryview body"
+    assert r.headers["content-length"] == str(len(r.content))
+
+
+def check_invalid_start_is_500(client, server):
+    for name in ("bad-start-header", "bad-start-length", "bad-start-status"):
+        r = client.get(f"/send/{name}")
+        assert r.status_code == 500, name
+        assert r.content == b"Internal Server Error"
+
+
+def check_app_chunked_with_length(client, server):
+    r = client.get("/send/te-and-length")
+    assert r.status_code == 200
+    assert r.content == b"hello world"
+    assert not ("content-length" in r.headers and "transfer-encoding" in r.headers)
+    assert client.get("/send/te-only").content == b"one body"
+
+
+SEND_CHECKS = [
+    check_list_and_iterable_headers,
+    check_bytes_like_bodies,
+    check_invalid_start_is_500,
+    check_app_chunked_with_length,
+]

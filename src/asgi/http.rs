@@ -7,12 +7,12 @@
 
 use super::exchange::{Exchange, IoWakeups, ResponseHead, State};
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -324,7 +324,9 @@ impl Send {
             protocol_error(format!("Invalid status in http.response.start: {status}"))
         })?;
         let status = StatusCode::from_u16(status)
-            .map_err(|_| protocol_error(format!("Invalid HTTP status code {status}")))?;
+            .ok()
+            .filter(|s| (200..600).contains(&s.as_u16()))
+            .ok_or_else(|| protocol_error(format!("Invalid HTTP status code {status}")))?;
         let headers = match field(message, intern!(py, "headers"))? {
             Some(h) if !h.is_none() => convert_headers(&h)?,
             _ => HeaderMap::new(),
@@ -358,6 +360,11 @@ impl Send {
             Some(m) => m.is_truthy()?,
             None => false,
         };
+        // Converted before the state is locked: a copy may run Python code.
+        let data = match body {
+            Some(body) if !body.is_none() => Some(body_of(body)?),
+            _ => None,
+        };
         let mut st = self.ex.state();
         if !st.started {
             return Err(protocol_error(
@@ -379,11 +386,7 @@ impl Send {
             st.complete = !more;
             return Ok(self.ctx.ready_none.clone_ref(py).into_any());
         }
-        if let Some(body) = body {
-            let body = body
-                .downcast_into::<PyBytes>()
-                .map_err(|_| protocol_error("http.response.body 'body' must be bytes".into()))?;
-            let data = body_bytes(body);
+        if let Some(data) = data {
             if !data.is_empty() {
                 st.queued_bytes += data.len();
                 st.chunks.push_back(data);
@@ -409,54 +412,113 @@ impl Send {
     fn fail(&self, py: Python<'_>, send_500: bool) {
         let mut st = self.ex.state();
         if send_500 && !st.started {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-            st.started = true;
-            st.head = Some(ResponseHead {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                headers,
-            });
-            let body = Bytes::from_static(b"Internal Server Error");
-            st.queued_bytes += body.len();
-            st.chunks.push_back(body);
-            st.body_seen = true;
-            st.complete = true;
+            answer_500(&mut st);
         } else if !st.complete {
             st.aborted = true;
         }
         drop(st);
         self.ctx.wake_io(py, &self.ex);
     }
+
+}
+
+/// Make the not-yet-sent response a plain 500 that closes the connection.
+fn answer_500(st: &mut State) {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    st.started = true;
+    st.head = Some(ResponseHead {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        headers,
+    });
+    st.chunks.clear();
+    let body = Bytes::from_static(b"Internal Server Error");
+    st.queued_bytes = body.len();
+    st.chunks.push_back(body);
+    st.body_seen = true;
+    st.complete = true;
 }
 
 pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0));
-    for item in headers.try_iter()? {
-        let item = item?;
-        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
-            protocol_error(format!("Invalid header in http.response.start: {item}"))
-        })?;
-        let name = header_bytes(&name)?;
-        let value = header_bytes(&value)?;
-        let name = HeaderName::from_bytes(&name).map_err(|_| {
-            protocol_error(format!(
-                "Invalid header name {:?} in http.response.start",
-                String::from_utf8_lossy(&name)
-            ))
-        })?;
-        // Rejects CR, LF and NUL: a value can't end the header block early.
-        let value = HeaderValue::from_bytes(&value).map_err(|_| {
-            protocol_error(format!(
-                "Invalid value for header {name:?} in http.response.start"
-            ))
-        })?;
-        map.append(name, value);
+    // The usual shape, a list of (bytes, bytes) tuples, is read without iterators.
+    if let Ok(list) = headers.downcast::<PyList>() {
+        for item in list.iter() {
+            append_header(&mut map, &item)?;
+        }
+    } else {
+        for item in headers.try_iter()? {
+            append_header(&mut map, &item?)?;
+        }
     }
     Ok(map)
+}
+
+/// One `(name, value)` pair: a tuple, or any iterable of exactly two items (ASGI allows
+/// `[name, value]` lists, which Datasette sends).
+fn append_header(map: &mut HeaderMap, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let invalid = || protocol_error(format!("Invalid header in http.response.start: {item}"));
+    let (name, value) = if let Ok(t) = item.downcast::<PyTuple>() {
+        if t.len() != 2 {
+            return Err(invalid());
+        }
+        (t.get_item(0)?, t.get_item(1)?)
+    } else if item.is_instance_of::<PyBytes>() || item.is_instance_of::<PyString>() {
+        return Err(invalid()); // iterable, but not a pair
+    } else {
+        let mut it = item.try_iter().map_err(|_| invalid())?;
+        let (Some(name), Some(value), None) = (it.next(), it.next(), it.next()) else {
+            return Err(invalid());
+        };
+        (name?, value?)
+    };
+    let name = header_bytes(&name)?;
+    let value = header_bytes(&value)?;
+    let name = HeaderName::from_bytes(&name).map_err(|_| {
+        protocol_error(format!(
+            "Invalid header name {:?} in http.response.start",
+            String::from_utf8_lossy(&name)
+        ))
+    })?;
+    // Rejects CR, LF and NUL: a value can't end the header block early.
+    let value = HeaderValue::from_bytes(&value).map_err(|_| {
+        protocol_error(format!(
+            "Invalid value for header {name:?} in http.response.start"
+        ))
+    })?;
+    if name == CONTENT_LENGTH {
+        check_content_length(map, &value)?;
+    }
+    map.append(name, value);
+    Ok(())
+}
+
+/// A content-length the app sets must be a number, and the same number if repeated:
+/// anything else would leave the client unable to find the end of the body.
+fn check_content_length(map: &HeaderMap, value: &HeaderValue) -> PyResult<()> {
+    let parse = |v: &HeaderValue| {
+        let v = v.as_bytes().trim_ascii();
+        (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
+            .then(|| v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    };
+    let n = parse(value).ok_or_else(|| {
+        protocol_error(format!(
+            "Invalid content-length {:?} in http.response.start",
+            String::from_utf8_lossy(value.as_bytes())
+        ))
+    })?;
+    if let Some(earlier) = map.get(CONTENT_LENGTH) {
+        if parse(earlier) != Some(n) {
+            return Err(protocol_error(
+                "Conflicting content-length headers in http.response.start".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A header name or value as bytes, borrowed from a `bytes` object (the usual case).
@@ -474,10 +536,47 @@ fn header_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
             .map(Cow::Owned)
             .map_err(|_| protocol_error("header text must be latin-1".into()));
     }
+    if let Some(copy) = buffer_copy(obj)? {
+        return Ok(Cow::Owned(copy.as_bytes().to_vec()));
+    }
     Err(protocol_error(format!(
         "Header names and values must be bytes, not {}",
         obj.get_type().name()?
     )))
+}
+
+/// A copy, as `bytes`, of a bytearray or memoryview; None for anything else.
+fn buffer_copy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    if !obj.is_instance_of::<PyByteArray>() && !obj.is_instance_of::<PyMemoryView>() {
+        return Ok(None);
+    }
+    // SAFETY: a C-API call on a live object with the GIL held; PyBytes_FromObject
+    // returns a new reference or NULL with an exception set.
+    unsafe {
+        let copy = pyo3::ffi::PyBytes_FromObject(obj.as_ptr());
+        Bound::from_owned_ptr_or_err(obj.py(), copy)
+            .and_then(|b| Ok(b.downcast_into::<PyBytes>()?))
+            .map(Some)
+    }
+}
+
+/// An `http.response.body` body as `Bytes`: a `bytes` object as it is (zero-copy when
+/// big), any other bytes-like object (bytearray, memoryview) copied, since the app may
+/// change it after send() returns.
+pub(crate) fn body_of(body: Bound<'_, PyAny>) -> PyResult<Bytes> {
+    match body.downcast_into::<PyBytes>() {
+        Ok(b) => Ok(body_bytes(b)),
+        Err(e) => {
+            let body = e.into_inner();
+            match buffer_copy(&body)? {
+                Some(copy) => Ok(body_bytes(copy)),
+                None => Err(protocol_error(format!(
+                    "http.response.body 'body' must be bytes, bytearray or memoryview, not {}",
+                    body.get_type().name()?
+                ))),
+            }
+        }
+    }
 }
 
 /// Bodies at least this big are not copied: the bytes object itself is kept (and

@@ -9,7 +9,9 @@ use crate::worker::bridge::Event;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -259,10 +261,20 @@ impl Stream<'_> {
         let mut response = Response::new(());
         *response.status_mut() = head.status;
         let headers = response.headers_mut();
+        // An app's `Transfer-Encoding: chunked` overrides its Content-Length (RFC 9112
+        // 6.3); HTTP/2 has no chunking, so both go and the DATA frames delimit the body.
+        let app_chunked = head
+            .headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .any(|v| crate::http1::encode::has_token(v.as_bytes(), b"chunked"));
         for (name, value) in &head.headers {
-            if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
-                headers.append(name.clone(), value.clone());
+            if CONNECTION_SPECIFIC.contains(&name.as_str())
+                || (app_chunked && name == CONTENT_LENGTH)
+            {
+                continue;
             }
+            headers.append(name.clone(), value.clone());
         }
         if exact.is_some() && !headers.contains_key(CONTENT_LENGTH) && !self.head_request {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(exact.unwrap_or(0)));

@@ -1,0 +1,177 @@
+"""Response shapes (list headers, bytes-like bodies, an app's own chunked framing)
+over plain HTTP/1.1 and cleartext HTTP/2, on raw sockets and h2 frames where httpx
+would hide the wire. The httpx checks in core_checks.SEND_CHECKS also run over TLS
+(test_tls.py) and HTTP/2 (test_http2.py)."""
+
+import socket
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+import httpx
+import pytest
+
+from tests.core_checks import SEND_CHECKS
+from tests.server import Server, raw_exchange
+
+APP = "protocols:app"
+
+
+@pytest.fixture(scope="module")
+def server():
+    # One worker: /record shows what the app's earlier requests sent.
+    with Server(APP, "--workers", "1") as s:
+        yield s
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.mark.parametrize("check", SEND_CHECKS, ids=lambda f: f.__name__[6:])
+def test_send_over_http1(check, client, server):
+    check(client, server)
+
+
+def split_head(raw: bytes) -> tuple[bytes, dict[str, list[str]], bytes]:
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip().lower(), []).append(value.strip())
+    return lines[0].encode(), fields, rest
+
+
+def dechunk(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """Parse chunked framing strictly: (body, trailer section, what follows)."""
+    body = b""
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        assert sep, "chunk size line never ended"
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            trailers, sep, rest = (
+                data.partition(b"\r\n\r\n")
+                if not data.startswith(b"\r\n")
+                else (b"", b"", data[2:])
+            )
+            return body, trailers, rest
+        assert data[size : size + 2] == b"\r\n", "chunk data not followed by CRLF"
+        body += data[:size]
+        data = data[size + 2 :]
+
+
+def get(server, path: str, extra: bytes = b"", version: bytes = b"HTTP/1.1") -> bytes:
+    with server.connect() as sock:
+        return raw_exchange(
+            sock,
+            b"GET "
+            + path.encode()
+            + b" "
+            + version
+            + b"\r\nHost: t\r\n"
+            + extra
+            + b"Connection: close\r\n\r\n",
+        )
+
+
+def test_app_chunked_and_length_is_chunk_encoded(server):
+    status, fields, rest = split_head(get(server, "/send/te-and-length"))
+    assert status == b"HTTP/1.1 200 OK"
+    assert fields["transfer-encoding"] == ["chunked"]
+    assert "content-length" not in fields  # never both (RFC 9112 6.3)
+    body, trailers, after = dechunk(rest)
+    assert body == b"hello world"
+    assert after == b"<EOF>"
+    # HTTP/1.0 can't read chunks: the app's length delimits the body.
+    status, fields, rest = split_head(get(server, "/send/te-and-length", version=b"HTTP/1.0"))
+    assert "transfer-encoding" not in fields
+    assert fields["content-length"] == ["11"]
+    assert rest == b"hello world<EOF>"
+
+
+def test_app_chunked_keeps_the_connection_in_step(server):
+    with server.connect() as sock:
+        raw = raw_exchange(
+            sock,
+            b"GET /send/te-and-length HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+    _, _, rest = split_head(raw)
+    body, _, after = dechunk(rest)
+    assert body == b"hello world"
+    assert after.startswith(b"HTTP/1.1 200 OK") and after.endswith(b"Hello, world!<EOF>")
+
+
+def test_invalid_body_after_start_closes_once_logged(server):
+    raw = get(server, "/send/bad-body")
+    status, fields, rest = split_head(raw)
+    assert status == b"HTTP/1.1 200 OK"
+    assert rest.endswith(b"<EOF>")
+    assert not rest.replace(b"<EOF>", b"").endswith(b"0\r\n\r\n")  # never looks complete
+    log = server.wait_for_log(r"must be bytes, bytearray or memoryview, not str")
+    assert log
+    time.sleep(0.2)
+    assert server.stderr_text().count("must be bytes, bytearray or memoryview, not str") == 1
+
+
+class H2Client:
+    def __init__(self, server):
+        self.sock = socket.create_connection((server.host, server.port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+
+    def get(self, path: str, extra=()) -> dict:
+        stream = self.conn.get_next_available_stream_id()
+        headers = [(":method", "GET"), (":scheme", "http"), (":authority", "t"), (":path", path)]
+        self.conn.send_headers(stream, headers + list(extra), end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        result = {"informational": [], "body": b"", "trailers": None}
+        deadline = time.monotonic() + 10
+        while "ended" not in result:
+            assert time.monotonic() < deadline, result
+            data = self.sock.recv(1 << 20)
+            assert data, "connection closed"
+            for event in self.conn.receive_data(data):
+                if getattr(event, "stream_id", None) != stream:
+                    continue
+                if isinstance(event, h2.events.InformationalResponseReceived):
+                    result["informational"].append(list(event.headers))
+                elif isinstance(event, h2.events.ResponseReceived):
+                    result["headers"] = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived):
+                    result["body"] += event.data
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    result["trailers"] = list(event.headers)
+                elif isinstance(event, h2.events.StreamEnded):
+                    result["ended"] = True
+                elif isinstance(event, h2.events.StreamReset):
+                    result["ended"] = f"reset {event.error_code}"
+            self.sock.sendall(self.conn.data_to_send())
+        return result
+
+    def close(self):
+        self.sock.close()
+
+
+def test_app_chunked_h2(server):
+    c = H2Client(server)
+    try:
+        r = c.get("/send/te-and-length")
+        assert b"transfer-encoding" not in r["headers"]
+        # The app's own length is dropped with its TE; ours, when we know it, is right.
+        assert r["headers"].get(b"content-length", b"11") == b"11"
+        assert r["body"] == b"hello world"
+    finally:
+        c.close()
+
+
+def test_worker_never_panicked(server):
+    assert "panicked" not in server.stderr_text()
+    assert server.proc.poll() is None
