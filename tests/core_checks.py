@@ -47,7 +47,7 @@ SHARED_CHECKS = [
 ]
 
 
-# Response shapes (tests/apps/send_app.py), checked with
+# Response shapes and the response extensions (tests/apps/send_app.py), checked with
 # httpx over each protocol; test_send.py adds what needs a raw socket or h2 frames.
 
 
@@ -90,9 +90,57 @@ def check_app_chunked_with_length(client, server):
     assert client.get("/send/te-only").content == b"one body"
 
 
+def check_extensions_advertised(client, server):
+    names = client.get("/send/extensions").text.split(",")
+    for ext in ("http.response.pathsend",):
+        assert ext in names
+
+
+def check_starlette_file_response_uses_pathsend(client, server):
+    import tempfile
+
+    data = os.urandom(1024 * 1024 + 17)
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+        f.write(data)
+        f.flush()
+        before = client.get("/record").json().get("sent", {}).get("http.response.pathsend", 0)
+        r = client.get("/send/starlette/file", params={"file": f.name})
+        assert r.status_code == 200
+        assert r.headers["content-length"] == str(len(data))
+        assert r.content == data
+        sent = client.get("/record").json()["sent"]
+        assert sent["http.response.pathsend"] == before + 1
+        head = client.head("/send/starlette/file", params={"file": f.name})
+        assert head.status_code == 200
+        assert head.headers["content-length"] == str(len(data))
+        assert head.content == b""
+        # A length the app sets is what is sent, even when the file is longer.
+        r = client.get("/send/pathsend", params={"file": f.name, "cl": "1000"})
+        assert r.content == data[:1000]
+        empty = tempfile.NamedTemporaryFile(suffix=".bin")
+        with empty:
+            r = client.get("/send/pathsend", params={"file": empty.name})
+            assert r.status_code == 200
+            assert r.content == b""
+    assert client.get("/").content == HELLO  # the connection is still in step
+
+
+def check_pathsend_missing_file_is_500(client, server):
+    r = client.get("/send/pathsend", params={"file": "/nonexistent/ferrocorn-test"})
+    assert r.status_code == 500
+    server.wait_for_log(
+        r"http.response.pathsend failed: cannot open \"/nonexistent/ferrocorn-test\""
+    )
+    r = client.get("/send/pathsend", params={"file": "/"})
+    assert r.status_code == 500
+
+
 SEND_CHECKS = [
     check_list_and_iterable_headers,
     check_bytes_like_bodies,
     check_invalid_start_is_500,
     check_app_chunked_with_length,
+    check_extensions_advertised,
+    check_starlette_file_response_uses_pathsend,
+    check_pathsend_missing_file_is_500,
 ]

@@ -1,8 +1,10 @@
-"""Response shapes (list headers, bytes-like bodies, an app's own chunked framing)
-over plain HTTP/1.1 and cleartext HTTP/2, on raw sockets and h2 frames where httpx
-would hide the wire. The httpx checks in core_checks.SEND_CHECKS also run over TLS
-(test_tls.py) and HTTP/2 (test_http2.py)."""
+"""Response shapes (list headers, bytes-like bodies, an app's own chunked framing) and
+the response extensions (pathsend, early hints, trailers) over plain HTTP/1.1 and
+cleartext HTTP/2, on raw sockets and h2 frames where httpx would hide the wire. The
+httpx checks in core_checks.SEND_CHECKS also run over TLS (test_tls.py) and HTTP/2
+(test_http2.py)."""
 
+import os
 import socket
 import time
 
@@ -119,6 +121,52 @@ def test_invalid_body_after_start_closes_once_logged(server):
     assert server.stderr_text().count("must be bytes, bytearray or memoryview, not str") == 1
 
 
+def test_pathsend_over_http1_raw(server, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    status, fields, rest = split_head(get(server, f"/send/pathsend?file={path}"))
+    assert status == b"HTTP/1.1 200 OK"
+    assert fields["content-length"] == [str(len(data))]
+    assert rest == data + b"<EOF>"
+    # A head that went out before the file (chunked): one chunk carries the file.
+    status, fields, rest = split_head(get(server, f"/send/pathsend?file={path}&wait=1"))
+    assert fields["transfer-encoding"] == ["chunked"]
+    body, _, after = dechunk(rest)
+    assert body == data and after == b"<EOF>"
+
+
+def test_pathsend_keep_alive_then_next_request(server, tmp_path):
+    path = tmp_path / "small.txt"
+    path.write_bytes(b"file body")
+    with server.connect() as sock:
+        raw = raw_exchange(
+            sock,
+            f"GET /send/starlette/file?file={path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+            + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+    _, fields, rest = split_head(raw)
+    assert fields["content-length"] == ["9"]
+    assert rest.startswith(b"file bodyHTTP/1.1 200 OK")
+    assert rest.endswith(b"Hello, world!<EOF>")
+
+
+def test_pathsend_file_shorter_than_length(server, tmp_path):
+    path = tmp_path / "short.bin"
+    path.write_bytes(b"x" * 100)
+    # Known before the head goes out: a clean 500.
+    status, _, _ = split_head(get(server, f"/send/pathsend?file={path}&cl=200"))
+    assert status == b"HTTP/1.1 500 Internal Server Error"
+    server.wait_for_log(r"short.bin\" has 100 bytes, fewer than its content-length 200")
+    # After the head went out: the connection closes with the body incomplete.
+    status, fields, rest = split_head(get(server, f"/send/pathsend?file={path}&cl=300&wait=1"))
+    assert status == b"HTTP/1.1 200 OK"
+    assert fields["content-length"] == ["300"]
+    # The file goes out, then the connection closes: 100 of 300 bytes, visibly short.
+    assert rest == b"x" * 100 + b"<EOF>"
+    server.wait_for_log(r"Response content shorter than Content-Length")
+
+
 class H2Client:
     def __init__(self, server):
         self.sock = socket.create_connection((server.host, server.port), timeout=10)
@@ -170,6 +218,55 @@ def test_app_chunked_h2(server):
         assert r["body"] == b"hello world"
     finally:
         c.close()
+
+
+def test_pathsend_h2_big_file(server, tmp_path):
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    c = H2Client(server)
+    try:
+        r = c.get(f"/send/starlette/file?file={path}")
+        assert r["ended"] is True
+        assert r["headers"][b"content-length"] == str(len(data)).encode()
+        assert r["body"] == data
+    finally:
+        c.close()
+
+
+def thread_names(pid: int) -> list[str]:
+    names = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return names
+
+
+# tokio's blocking-pool threads, by the names tokio versions give them.
+BLOCKING_THREADS = {"tokio-rt-worker", "tokio-runtime-w"}
+
+
+def test_pathsend_plain_http1_reads_nothing_in_user_space(tmp_path):
+    """Over plain TCP the file goes through sendfile(2): no blocking-pool thread is ever
+    started to read it; over HTTP/2 the file is read in pieces on that pool."""
+    data = os.urandom(2 * 1024 * 1024)
+    path = tmp_path / "plain.bin"
+    path.write_bytes(data)
+    with Server(APP, "--workers", "1") as server:  # fresh: no pool thread yet
+        (worker,) = server.worker_pids()
+        for _ in range(3):
+            status, _, rest = split_head(get(server, f"/send/starlette/file?file={path}"))
+            assert rest == data + b"<EOF>"
+        assert not BLOCKING_THREADS & set(thread_names(worker))
+        c = H2Client(server)
+        try:
+            assert c.get(f"/send/starlette/file?file={path}")["body"] == data
+        finally:
+            c.close()
+        assert BLOCKING_THREADS & set(thread_names(worker))
 
 
 def test_worker_never_panicked(server):

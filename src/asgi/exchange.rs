@@ -123,6 +123,18 @@ pub struct State {
     pub complete: bool,
     /// The app failed after starting the response: the connection must be closed.
     pub aborted: bool,
+    /// A pathsend file, sent after `chunks`.
+    pub file: Option<super::pathsend::FileBody>,
+}
+
+/// What the I/O side takes next from a response.
+pub enum Piece {
+    Data(Bytes),
+    File(super::pathsend::FileBody),
+    /// The end of the body.
+    End,
+    /// The app failed mid-response.
+    Abort,
 }
 
 /// Counts a request as in flight (for --limit-concurrency) until the exchange is gone
@@ -287,14 +299,15 @@ impl Exchange {
         if st.head.is_some() && (st.body_seen || st.head_flush || st.aborted) {
             st.head_taken = true;
             let head = st.head.take().unwrap();
-            let exact = (st.complete && !st.aborted).then_some(st.queued_bytes as u64);
+            let file = st.file.as_ref().map_or(0, |f| f.remaining);
+            let exact = (st.complete && !st.aborted).then_some(st.queued_bytes as u64 + file);
             return Poll::Ready((head, exact));
         }
         Poll::Pending
     }
 
-    /// Next response chunk: `Some(Ok)` data, `None` end, `Some(Err)` abort.
-    pub fn poll_chunk(self: &Arc<Self>, cx: &Context<'_>) -> Poll<Option<Result<Bytes, ()>>> {
+    /// The next piece of the response body.
+    pub fn poll_chunk(self: &Arc<Self>, cx: &Context<'_>) -> Poll<Piece> {
         self.io_waker.register(cx.waker());
         let mut st = self.state();
         if let Some(chunk) = st.chunks.pop_front() {
@@ -302,13 +315,16 @@ impl Exchange {
             if st.tx_waiting && st.queued_bytes < self.water.low {
                 self.wake_python(st);
             }
-            return Poll::Ready(Some(Ok(chunk)));
+            return Poll::Ready(Piece::Data(chunk));
         }
         if st.aborted {
-            return Poll::Ready(Some(Err(())));
+            return Poll::Ready(Piece::Abort);
+        }
+        if let Some(file) = st.file.take() {
+            return Poll::Ready(Piece::File(file));
         }
         if st.complete {
-            return Poll::Ready(None);
+            return Poll::Ready(Piece::End);
         }
         Poll::Pending
     }

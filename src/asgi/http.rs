@@ -6,6 +6,7 @@
 //! `Wake` event (see worker/bridge.rs).
 
 use super::exchange::{Exchange, IoWakeups, ResponseHead, State};
+use super::pathsend::FileBody;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
@@ -267,6 +268,8 @@ impl Send {
             self.body(py, message)
         } else if kind.is(intern!(py, "http.response.start")) || kind == "http.response.start" {
             self.start(py, message)
+        } else if kind == "http.response.pathsend" {
+            self.pathsend(py, message)
         } else {
             Err(protocol_error(format!(
                 "Unexpected ASGI message '{}' sent for an http request.",
@@ -420,6 +423,73 @@ impl Send {
         self.ctx.wake_io(py, &self.ex);
     }
 
+    /// The body is a file the I/O thread sends (sendfile(2) where it can). The file is
+    /// opened here: a missing file is a 500 while the head is not sent yet.
+    fn pathsend(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let path = required(message, intern!(py, "path"))?;
+        let path: String = path.extract().map_err(|_| {
+            protocol_error(format!(
+                "http.response.pathsend 'path' must be str, not {}",
+                path.get_type()
+                    .name()
+                    .map_or_else(|_| "?".into(), |n| n.to_string())
+            ))
+        })?;
+        let opened = py.allow_threads(|| FileBody::open(&path));
+        let mut st = self.ex.state();
+        if !st.started {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.pathsend' sent, before 'http.response.start'."
+                    .into(),
+            ));
+        }
+        if st.complete {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.pathsend' sent, after response already completed."
+                    .into(),
+            ));
+        }
+        if st.disconnected {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        st.body_seen = true;
+        st.complete = true;
+        if st.response_done {
+            // A HEAD response, already finished: nothing to send.
+            return Ok(self.ctx.ready_none.clone_ref(py).into_any());
+        }
+        let problem = match opened {
+            Err(e) => Some(format!("cannot open {path:?}: {e}")),
+            Ok(file) => {
+                let declared = st.head.as_ref().and_then(|h| {
+                    let v = h.headers.get(CONTENT_LENGTH)?;
+                    std::str::from_utf8(v.as_bytes())
+                        .ok()?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                });
+                let available = st.queued_bytes as u64 + file.remaining;
+                let problem = declared.filter(|&n| n > available).map(|n| {
+                    format!("{path:?} has {available} bytes, fewer than its content-length {n}")
+                });
+                st.file = Some(file);
+                problem
+            }
+        };
+        if let Some(problem) = problem {
+            crate::error!("http.response.pathsend failed: {problem}");
+            st.file = None;
+            if st.head_taken {
+                st.aborted = true; // the head is out: end the response visibly broken
+            } else {
+                answer_500(&mut st);
+            }
+        }
+        drop(st);
+        self.ctx.wake_io(py, &self.ex);
+        Ok(self.ctx.ready_none.clone_ref(py).into_any())
+    }
 }
 
 /// Make the not-yet-sent response a plain 500 that closes the connection.
@@ -436,6 +506,7 @@ fn answer_500(st: &mut State) {
         headers,
     });
     st.chunks.clear();
+    st.file = None;
     let body = Bytes::from_static(b"Internal Server Error");
     st.queued_bytes = body.len();
     st.chunks.push_back(body);

@@ -3,7 +3,8 @@
 //! flow control.
 
 use super::StreamGuard;
-use crate::asgi::exchange::{ConnInfo, Exchange, RequestHead, Session, STREAM_WATER};
+use crate::asgi::exchange::{ConnInfo, Exchange, Piece, RequestHead, Session, STREAM_WATER};
+use crate::asgi::pathsend::FileReader;
 use crate::http1::conn::ConnShared;
 use crate::worker::bridge::Event;
 use bytes::Bytes;
@@ -96,6 +97,9 @@ pub async fn serve(
         send: None,
         pending: None,
         head_request,
+        file: None,
+        declared: None,
+        body_sent: 0,
     };
     poll_fn(|cx| stream.poll(cx)).await;
     if let Some(recycle) = &shared.recycle {
@@ -168,6 +172,11 @@ struct Stream<'a> {
     /// Response bytes waiting for flow-control window.
     pending: Option<Bytes>,
     head_request: bool,
+    /// A pathsend file, read in pieces into `pending`.
+    file: Option<FileReader>,
+    /// The app's Content-Length: no more of a file is sent.
+    declared: Option<u64>,
+    body_sent: u64,
 }
 
 impl Stream<'_> {
@@ -276,6 +285,9 @@ impl Stream<'_> {
             }
             headers.append(name.clone(), value.clone());
         }
+        self.declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         if exact.is_some() && !headers.contains_key(CONTENT_LENGTH) && !self.head_request {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(exact.unwrap_or(0)));
         }
@@ -304,20 +316,48 @@ impl Stream<'_> {
         let send = self.send.as_mut().expect("head sent");
         loop {
             if self.pending.is_none() {
+                if let Some(reader) = self.file.as_mut() {
+                    match reader.poll_next(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(Ok(piece))) => self.pending = Some(piece),
+                        Poll::Ready(None) => self.file = None,
+                        Poll::Ready(Some(Err(e))) => {
+                            crate::error!(
+                                "http.response.pathsend: sending {:?} failed: {e}; resetting the stream",
+                                reader.body.path
+                            );
+                            send.send_reset(Reason::INTERNAL_ERROR);
+                            self.ex.disconnect();
+                            return Poll::Ready(());
+                        }
+                    }
+                    continue;
+                }
                 match self.ex.poll_chunk(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Ok(chunk))) => {
+                    Poll::Ready(Piece::Data(chunk)) => {
+                        self.body_sent += chunk.len() as u64;
                         if !chunk.is_empty() {
                             self.pending = Some(chunk);
                         }
                         continue;
                     }
-                    Poll::Ready(None) => {
+                    Poll::Ready(Piece::File(mut body)) => {
+                        if let Some(n) = self.declared {
+                            body.remaining = body.remaining.min(n.saturating_sub(self.body_sent));
+                        }
+                        self.body_sent += body.remaining;
+                        if body.remaining > 0 {
+                            self.file = Some(FileReader::new(body));
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Piece::End) => {
                         let _ = send.send_data(Bytes::new(), true);
                         self.ex.finish_response();
                         return Poll::Ready(());
                     }
-                    Poll::Ready(Some(Err(()))) => {
+                    Poll::Ready(Piece::Abort) => {
                         // The app failed mid-response: the stream ends visibly broken.
                         send.send_reset(Reason::INTERNAL_ERROR);
                         self.ex.disconnect();

@@ -1,9 +1,10 @@
-"""Response shapes, served under `/send/...` by the protocols app (so HTTP/1.1, TLS
-and HTTP/2 tests all reach them).
+"""Response shapes and ASGI response extensions, served under `/send/...` by the
+protocols app (so HTTP/1.1, TLS and HTTP/2 tests all reach them).
 
 Raw ASGI paths send exactly the messages a test needs; `/send/starlette/...` are real
 Starlette responses. Every message type an app sends is counted in RECORD["sent"]
-(read through `/record` with one worker).
+(read through `/record` with one worker), so a test can tell that Starlette's
+FileResponse used pathsend rather than reading the file itself.
 """
 
 import asyncio
@@ -11,12 +12,16 @@ from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 
 def _query(scope) -> dict:
     return {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+
+
+async def _file(request: Request):
+    return FileResponse(request.query_params["file"])
 
 
 async def _memoryview(request: Request):
@@ -25,6 +30,7 @@ async def _memoryview(request: Request):
 
 starlette_app = Starlette(
     routes=[
+        Route("/send/starlette/file", _file, methods=["GET", "HEAD"]),
         Route("/send/starlette/memoryview", _memoryview),
     ]
 )
@@ -83,6 +89,20 @@ async def _raw(scope, receive, send, name: str, query: dict) -> None:
         headers = [(b"transfer-encoding", b"chunked")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"one body"})
+    elif name == "pathsend":
+        headers = [(b"content-type", b"application/octet-stream")]
+        if "cl" in query:
+            headers.append((b"content-length", query["cl"].encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if "wait" in query:
+            # Let the head go out first: a file problem can then only close.
+            await send({"type": "http.response.body", "body": b"", "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.pathsend", "path": query["file"]})
+    elif name == "extensions":
+        body = ",".join(sorted(scope.get("extensions") or {})).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
     else:
         await send({"type": "http.response.start", "status": 404, "headers": []})
         await send({"type": "http.response.body", "body": b"no such send path"})
