@@ -167,6 +167,24 @@ def test_pathsend_file_shorter_than_length(server, tmp_path):
     server.wait_for_log(r"Response content shorter than Content-Length")
 
 
+def test_early_hints_http1(server):
+    raw = get(server, "/send/starlette/early-hints")
+    hint, _, final = raw.partition(b"\r\n\r\n")
+    assert hint.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert b"link: </style.css>; rel=preload; as=style" in hint
+    assert b"link: </app.js>; rel=preload" in hint
+    status, fields, rest = split_head(final)
+    assert status == b"HTTP/1.1 200 OK"
+    assert rest == b"after hints<EOF>"
+    raw = get(server, "/send/early-hints")
+    assert raw.startswith(
+        b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK"
+    )
+    # HTTP/1.0 clients never see a 1xx.
+    raw = get(server, "/send/early-hints", version=b"HTTP/1.0")
+    assert raw.startswith(b"HTTP/1.0 200 OK") and b"103" not in raw
+
+
 class H2Client:
     def __init__(self, server):
         self.sock = socket.create_connection((server.host, server.port), timeout=10)
@@ -206,6 +224,21 @@ class H2Client:
 
     def close(self):
         self.sock.close()
+
+
+def test_early_hints_h2(server):
+    c = H2Client(server)
+    try:
+        r = c.get("/send/starlette/early-hints")
+        assert len(r["informational"]) == 1
+        hint = r["informational"][0]
+        assert (b":status", b"103") in hint
+        links = [value for name, value in hint if name == b"link"]
+        assert links == [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload"]
+        assert r["headers"][b":status"] == b"200"
+        assert r["body"] == b"after hints"
+    finally:
+        c.close()
 
 
 def test_app_chunked_h2(server):

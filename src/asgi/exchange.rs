@@ -9,11 +9,11 @@
 use crate::worker::bridge::{Bridge, Event};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pyo3::prelude::*;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
@@ -125,6 +125,8 @@ pub struct State {
     pub aborted: bool,
     /// A pathsend file, sent after `chunks`.
     pub file: Option<super::pathsend::FileBody>,
+    /// Early hints (`link` values of one 103 each) not sent yet.
+    pub hints: Vec<Vec<HeaderValue>>,
 }
 
 /// What the I/O side takes next from a response.
@@ -206,6 +208,8 @@ pub struct Exchange {
     /// `"GET /path HTTP/1.1"` and the client, kept only when the access log is on.
     pub access: Option<Box<str>>,
     pub water: Watermarks,
+    /// `State::hints` has something: checked without the lock on every poll.
+    hints_pending: AtomicBool,
     _inflight: InflightGuard,
 }
 
@@ -223,6 +227,7 @@ impl Exchange {
             waiters: Mutex::new(PyWaiters::default()),
             access,
             water,
+            hints_pending: AtomicBool::new(false),
             _inflight: inflight,
         }
     }
@@ -327,5 +332,21 @@ impl Exchange {
             return Poll::Ready(Piece::End);
         }
         Poll::Pending
+    }
+
+    /// Python side: queue a 103 Early Hints response.
+    pub fn push_hint(&self, links: Vec<HeaderValue>) {
+        self.state().hints.push(links);
+        self.hints_pending.store(true, Ordering::Release);
+    }
+
+    /// I/O side, before the head is sent: the early hints to send first.
+    pub fn take_hints(&self) -> Vec<Vec<HeaderValue>> {
+        if !self.hints_pending.load(Ordering::Relaxed)
+            || !self.hints_pending.swap(false, Ordering::Acquire)
+        {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.state().hints)
     }
 }

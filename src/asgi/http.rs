@@ -270,6 +270,8 @@ impl Send {
             self.start(py, message)
         } else if kind == "http.response.pathsend" {
             self.pathsend(py, message)
+        } else if kind == "http.response.early_hint" {
+            self.early_hint(py, message)
         } else {
             Err(protocol_error(format!(
                 "Unexpected ASGI message '{}' sent for an http request.",
@@ -488,6 +490,32 @@ impl Send {
         }
         drop(st);
         self.ctx.wake_io(py, &self.ex);
+        Ok(self.ctx.ready_none.clone_ref(py).into_any())
+    }
+
+    /// A 103 Early Hints response with these `link` values, before the final one.
+    fn early_hint(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let links = required(message, intern!(py, "links"))?;
+        let mut values = Vec::new();
+        for link in links.try_iter()? {
+            let link = link?;
+            let raw = header_bytes(&link)?;
+            let value = HeaderValue::from_bytes(&raw).map_err(|_| {
+                protocol_error("Invalid link value in http.response.early_hint".into())
+            })?;
+            values.push(value);
+        }
+        let st = self.ex.state();
+        if st.disconnected {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        // A hint after the response started is pointless; it is dropped.
+        let send = !st.started && !values.is_empty();
+        drop(st);
+        if send {
+            self.ex.push_hint(values);
+            self.ctx.wake_io(py, &self.ex);
+        }
         Ok(self.ctx.ready_none.clone_ref(py).into_any())
     }
 }

@@ -83,7 +83,9 @@ impl ScopeBuilder {
             empty_bytes: PyBytes::new(py, b"").unbind(),
             http_extensions: {
                 let ext = PyDict::new(py);
-                ext.set_item("http.response.pathsend", PyDict::new(py))?;
+                for name in ["http.response.pathsend", "http.response.early_hint"] {
+                    ext.set_item(name, PyDict::new(py))?;
+                }
                 ext.unbind()
             },
             ws_extensions: {

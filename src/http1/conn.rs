@@ -638,8 +638,20 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
     fn poll_response(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         if self.framing.is_none() {
+            for links in self.ex.take_hints() {
+                // 103 Early Hints (RFC 8297); an HTTP/1.0 client can't take a 1xx.
+                if self.version == Version::HTTP_11 {
+                    let out = self.out.tail();
+                    out.put_slice(b"HTTP/1.1 103 Early Hints\r\n");
+                    for link in links {
+                        encode::put_header(out, b"link", link.as_bytes());
+                    }
+                    out.put_slice(b"\r\n");
+                    progress = true;
+                }
+            }
             let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
-                return false;
+                return progress;
             };
             if let Some(prefix) = &self.ex.access {
                 crate::log::access(&format!("INFO:     {prefix} {}\n", head.status.as_u16()));

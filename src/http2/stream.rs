@@ -261,6 +261,18 @@ impl Stream<'_> {
 
     /// Ready(true): the stream is finished (a response without body, or an error).
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        for links in self.ex.take_hints() {
+            // 103 Early Hints (RFC 8297) before the final response.
+            let mut hint = Response::new(());
+            *hint.status_mut() = StatusCode::EARLY_HINTS;
+            for link in links {
+                hint.headers_mut().append(http::header::LINK, link);
+            }
+            if self.respond.send_informational(hint).is_err() {
+                self.ex.disconnect();
+                return Poll::Ready(true);
+            }
+        }
         let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
             return Poll::Pending;
         };

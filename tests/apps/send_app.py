@@ -28,10 +28,16 @@ async def _memoryview(request: Request):
     return Response(memoryview(b"starlette memoryview body"), media_type="text/plain")
 
 
+async def _early_hints(request: Request):
+    await request.send_early_hints("</style.css>; rel=preload; as=style", "</app.js>; rel=preload")
+    return Response(b"after hints", media_type="text/plain")
+
+
 starlette_app = Starlette(
     routes=[
         Route("/send/starlette/file", _file, methods=["GET", "HEAD"]),
         Route("/send/starlette/memoryview", _memoryview),
+        Route("/send/starlette/early-hints", _early_hints),
     ]
 )
 
@@ -99,6 +105,10 @@ async def _raw(scope, receive, send, name: str, query: dict) -> None:
             await send({"type": "http.response.body", "body": b"", "more_body": True})
             await asyncio.sleep(0.1)
         await send({"type": "http.response.pathsend", "path": query["file"]})
+    elif name == "early-hints":
+        await send({"type": "http.response.early_hint", "links": [b"</a.css>; rel=preload"]})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"final"})
     elif name == "extensions":
         body = ",".join(sorted(scope.get("extensions") or {})).encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
