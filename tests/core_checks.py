@@ -92,7 +92,7 @@ def check_app_chunked_with_length(client, server):
 
 def check_extensions_advertised(client, server):
     names = client.get("/send/extensions").text.split(",")
-    for ext in ("http.response.pathsend", "http.response.early_hint"):
+    for ext in ("http.response.pathsend", "http.response.early_hint", "http.response.trailers"):
         assert ext in names
 
 

@@ -185,6 +185,21 @@ def test_early_hints_http1(server):
     assert raw.startswith(b"HTTP/1.0 200 OK") and b"103" not in raw
 
 
+def test_trailers_http1(server):
+    status, fields, rest = split_head(get(server, "/send/trailers", extra=b"TE: trailers\r\n"))
+    assert fields["transfer-encoding"] == ["chunked"]
+    body, trailers, after = dechunk(rest)
+    assert body == b"part one, part two"
+    assert trailers == b"x-checksum: abc\r\nx-count: 2"
+    assert after == b"<EOF>"
+    # A client that didn't say TE: trailers gets the body alone.
+    status, fields, rest = split_head(get(server, "/send/trailers"))
+    body, trailers, after = dechunk(rest)
+    assert body == b"part one, part two"
+    assert trailers == b""
+    assert after == b"<EOF>"
+
+
 class H2Client:
     def __init__(self, server):
         self.sock = socket.create_connection((server.host, server.port), timeout=10)
@@ -237,6 +252,17 @@ def test_early_hints_h2(server):
         assert links == [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload"]
         assert r["headers"][b":status"] == b"200"
         assert r["body"] == b"after hints"
+    finally:
+        c.close()
+
+
+def test_trailers_h2(server):
+    c = H2Client(server)
+    try:
+        r = c.get("/send/trailers", extra=[("te", "trailers")])
+        assert r["ended"] is True
+        assert r["body"] == b"part one, part two"
+        assert r["trailers"] == [(b"x-checksum", b"abc"), (b"x-count", b"2")]
     finally:
         c.close()
 

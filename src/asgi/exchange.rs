@@ -127,14 +127,19 @@ pub struct State {
     pub file: Option<super::pathsend::FileBody>,
     /// Early hints (`link` values of one 103 each) not sent yet.
     pub hints: Vec<Vec<HeaderValue>>,
+    /// http.response.start said `trailers: True`: the response completes with the
+    /// trailers message, after the last body message (`body_done`).
+    pub trailers_expected: bool,
+    pub body_done: bool,
+    pub trailers: Option<HeaderMap>,
 }
 
 /// What the I/O side takes next from a response.
 pub enum Piece {
     Data(Bytes),
     File(super::pathsend::FileBody),
-    /// The end of the body.
-    End,
+    /// The end, with the trailers if the app sent any.
+    End(Option<HeaderMap>),
     /// The app failed mid-response.
     Abort,
 }
@@ -298,15 +303,17 @@ impl Exchange {
     /// The response head, once the app has sent http.response.start and either a body
     /// message or a flush. The body size is known exactly when the first body message
     /// was also the last, which lets the connection send content-length instead of chunked.
-    pub fn poll_head(&self, cx: &Context<'_>) -> Poll<(ResponseHead, Option<u64>)> {
+    /// The third value says the response ends with trailers.
+    pub fn poll_head(&self, cx: &Context<'_>) -> Poll<(ResponseHead, Option<u64>, bool)> {
         self.io_waker.register(cx.waker());
         let mut st = self.state();
         if st.head.is_some() && (st.body_seen || st.head_flush || st.aborted) {
             st.head_taken = true;
             let head = st.head.take().unwrap();
             let file = st.file.as_ref().map_or(0, |f| f.remaining);
-            let exact = (st.complete && !st.aborted).then_some(st.queued_bytes as u64 + file);
-            return Poll::Ready((head, exact));
+            let exact = (st.complete && !st.aborted && !st.trailers_expected)
+                .then_some(st.queued_bytes as u64 + file);
+            return Poll::Ready((head, exact, st.trailers_expected));
         }
         Poll::Pending
     }
@@ -329,7 +336,7 @@ impl Exchange {
             return Poll::Ready(Piece::File(file));
         }
         if st.complete {
-            return Poll::Ready(Piece::End);
+            return Poll::Ready(Piece::End(st.trailers.take()));
         }
         Poll::Pending
     }

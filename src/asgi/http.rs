@@ -272,6 +272,8 @@ impl Send {
             self.pathsend(py, message)
         } else if kind == "http.response.early_hint" {
             self.early_hint(py, message)
+        } else if kind == "http.response.trailers" {
+            self.trailers(py, message)
         } else {
             Err(protocol_error(format!(
                 "Unexpected ASGI message '{}' sent for an http request.",
@@ -336,6 +338,10 @@ impl Send {
             Some(h) if !h.is_none() => convert_headers(&h)?,
             _ => HeaderMap::new(),
         };
+        let trailers = match field(message, intern!(py, "trailers"))? {
+            Some(t) => t.is_truthy()?,
+            None => false,
+        };
         let mut st = self.ex.state();
         if st.started {
             return Err(protocol_error(
@@ -347,6 +353,7 @@ impl Send {
             return Err(ClientDisconnected::new_err("client disconnected"));
         }
         st.started = true;
+        st.trailers_expected = trailers;
         st.head = Some(ResponseHead { status, headers });
         drop(st);
         self.ctx
@@ -377,7 +384,7 @@ impl Send {
                     .into(),
             ));
         }
-        if st.complete {
+        if st.complete || st.body_done {
             return Err(protocol_error(
                 "Unexpected ASGI message 'http.response.body' sent, after response already completed."
                     .into(),
@@ -388,7 +395,8 @@ impl Send {
         }
         if st.response_done {
             // A HEAD response: the connection already finished it; the body is not sent.
-            st.complete = !more;
+            st.body_done = !more;
+            st.complete = !more && !st.trailers_expected;
             return Ok(self.ctx.ready_none.clone_ref(py).into_any());
         }
         if let Some(data) = data {
@@ -398,7 +406,8 @@ impl Send {
             }
         }
         st.body_seen = true;
-        st.complete = !more;
+        st.body_done = !more;
+        st.complete = !more && !st.trailers_expected;
         let must_wait = more && st.queued_bytes > self.ex.water.high;
         if must_wait {
             st.tx_waiting = true;
@@ -445,7 +454,7 @@ impl Send {
                     .into(),
             ));
         }
-        if st.complete {
+        if st.complete || st.body_done {
             return Err(protocol_error(
                 "Unexpected ASGI message 'http.response.pathsend' sent, after response already completed."
                     .into(),
@@ -455,7 +464,8 @@ impl Send {
             return Err(ClientDisconnected::new_err("client disconnected"));
         }
         st.body_seen = true;
-        st.complete = true;
+        st.body_done = true;
+        st.complete = !st.trailers_expected;
         if st.response_done {
             // A HEAD response, already finished: nothing to send.
             return Ok(self.ctx.ready_none.clone_ref(py).into_any());
@@ -518,6 +528,48 @@ impl Send {
         }
         Ok(self.ctx.ready_none.clone_ref(py).into_any())
     }
+
+    /// Trailer fields after the last body message, when the start said `trailers: True`.
+    fn trailers(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => convert_headers(&h)?,
+            _ => HeaderMap::new(),
+        };
+        let more = match field(message, intern!(py, "more_trailers"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        let mut st = self.ex.state();
+        if !st.started || !st.trailers_expected {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.trailers' sent, without 'trailers': True in 'http.response.start'."
+                    .into(),
+            ));
+        }
+        if !st.body_done || st.complete {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.trailers' sent, before the last body message or after the response completed."
+                    .into(),
+            ));
+        }
+        if st.disconnected {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        let all = st.trailers.get_or_insert_with(HeaderMap::new);
+        let mut last = None;
+        for (name, value) in headers {
+            if let Some(name) = name {
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                all.append(name.clone(), value);
+            }
+        }
+        st.complete = !more;
+        drop(st);
+        self.ctx.wake_io(py, &self.ex);
+        Ok(self.ctx.ready_none.clone_ref(py).into_any())
+    }
 }
 
 /// Make the not-yet-sent response a plain 500 that closes the connection.
@@ -535,6 +587,7 @@ fn answer_500(st: &mut State) {
     });
     st.chunks.clear();
     st.file = None;
+    st.trailers_expected = false;
     let body = Bytes::from_static(b"Internal Server Error");
     st.queued_bytes = body.len();
     st.chunks.push_back(body);

@@ -83,7 +83,11 @@ impl ScopeBuilder {
             empty_bytes: PyBytes::new(py, b"").unbind(),
             http_extensions: {
                 let ext = PyDict::new(py);
-                for name in ["http.response.pathsend", "http.response.early_hint"] {
+                for name in [
+                    "http.response.pathsend",
+                    "http.response.early_hint",
+                    "http.response.trailers",
+                ] {
                     ext.set_item(name, PyDict::new(py))?;
                 }
                 ext.unbind()

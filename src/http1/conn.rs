@@ -348,6 +348,10 @@ struct Transaction<'a, S> {
     /// The connection can't be reused (app failure, framing error, client gone).
     broken: bool,
     finished: bool,
+    /// The client sent `TE: trailers`.
+    trailers_ok: bool,
+    /// The response is chunked and ends with the app's trailer fields.
+    send_trailers: bool,
     /// A pathsend file being sent; no other piece is taken until it is done.
     file: Option<FileSend>,
     /// sendfile(2) used up its turn: let other tasks run before going on.
@@ -387,6 +391,9 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             Framing::Length(n) => Some(Decoder::Length(n)),
             Framing::Chunked => Some(Decoder::chunked()),
         };
+        let trailers_ok = head.headers.iter().any(|(name, value)| {
+            *name == http::header::TE && encode::has_token(value, b"trailers")
+        });
         let request = Box::new(RequestHead {
             method: head.method.clone(),
             target: head.target,
@@ -414,6 +421,8 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             response_ended: false,
             broken: false,
             finished: false,
+            trailers_ok,
+            send_trailers: false,
             file: None,
             yield_now: false,
         }
@@ -650,7 +659,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
                     progress = true;
                 }
             }
-            let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
+            let Poll::Ready((head, exact, trailers)) = self.ex.poll_head(cx) else {
                 return progress;
             };
             if let Some(prefix) = &self.ex.access {
@@ -661,14 +670,31 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
                 version: self.version,
                 keep_alive: self.keep_alive,
             };
+            // Trailers need chunks; a client that didn't ask for them gets the body
+            // framed as usual, without them.
+            self.send_trailers = trailers && self.trailers_ok && self.version == Version::HTTP_11;
+            let chunked_headers;
+            let headers = if self.send_trailers {
+                let mut h = head.headers.clone();
+                h.remove(http::header::CONTENT_LENGTH);
+                h.insert(
+                    http::header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_static("chunked"),
+                );
+                chunked_headers = h;
+                &chunked_headers
+            } else {
+                &head.headers
+            };
             let (framing, keep_alive) = encode::write_head(
                 self.out.tail(),
                 head.status,
-                &head.headers,
+                headers,
                 exact,
                 &facts,
                 &self.shared.head,
             );
+            self.send_trailers &= framing == BodyFraming::Chunked;
             self.framing = Some(framing);
             self.keep_alive = keep_alive;
             progress = true;
@@ -724,11 +750,27 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
                     });
                     progress |= self.poll_file_reader(cx);
                 }
-                Poll::Ready(Piece::End) => {
+                Poll::Ready(Piece::End(trailers)) => {
                     progress = true;
                     self.response_ended = true;
                     match framing {
-                        BodyFraming::Chunked => self.out.tail().put_slice(encode::LAST_CHUNK),
+                        BodyFraming::Chunked => match trailers.filter(|_| self.send_trailers) {
+                            Some(trailers) => {
+                                let out = self.out.tail();
+                                out.put_slice(b"0\r\n");
+                                for (name, value) in &trailers {
+                                    if !FORBIDDEN_TRAILERS.contains(name) {
+                                        encode::put_header(
+                                            out,
+                                            name.as_str().as_bytes(),
+                                            value.as_bytes(),
+                                        );
+                                    }
+                                }
+                                out.put_slice(b"\r\n");
+                            }
+                            None => self.out.tail().put_slice(encode::LAST_CHUNK),
+                        },
                         BodyFraming::Length(n) if self.body_sent < n => {
                             crate::error!("Response content shorter than Content-Length");
                             self.broken = true;
@@ -879,6 +921,16 @@ impl<S> Drop for Transaction<'_, S> {
         }
     }
 }
+
+/// Fields a trailer section must not carry (RFC 9110 6.5.1): framing and routing.
+const FORBIDDEN_TRAILERS: &[http::HeaderName] = &[
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONNECTION,
+    http::header::HOST,
+    http::header::TRAILER,
+    http::header::TE,
+];
 
 /// `127.0.0.1:51234 - "GET /path HTTP/1.1"`; the status is appended when known.
 fn access_prefix(head: &parse::Head, conn: &ConnInfo) -> Box<str> {

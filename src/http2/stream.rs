@@ -273,7 +273,7 @@ impl Stream<'_> {
                 return Poll::Ready(true);
             }
         }
-        let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
+        let Poll::Ready((head, exact, _trailers)) = self.ex.poll_head(cx) else {
             return Poll::Pending;
         };
         if let Some(prefix) = &self.ex.access {
@@ -364,8 +364,18 @@ impl Stream<'_> {
                         }
                         continue;
                     }
-                    Poll::Ready(Piece::End) => {
-                        let _ = send.send_data(Bytes::new(), true);
+                    Poll::Ready(Piece::End(trailers)) => {
+                        match trailers.filter(|t| !t.is_empty()) {
+                            Some(mut trailers) => {
+                                for name in CONNECTION_SPECIFIC {
+                                    trailers.remove(*name);
+                                }
+                                let _ = send.send_trailers(trailers);
+                            }
+                            None => {
+                                let _ = send.send_data(Bytes::new(), true);
+                            }
+                        }
                         self.ex.finish_response();
                         return Poll::Ready(());
                     }

@@ -109,6 +109,21 @@ async def _raw(scope, receive, send, name: str, query: dict) -> None:
         await send({"type": "http.response.early_hint", "links": [b"</a.css>; rel=preload"]})
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"final"})
+    elif name == "trailers":
+        headers = [(b"content-type", b"text/plain")]
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": headers, "trailers": True}
+        )
+        await send({"type": "http.response.body", "body": b"part one, ", "more_body": True})
+        await send({"type": "http.response.body", "body": b"part two"})
+        await send(
+            {
+                "type": "http.response.trailers",
+                "headers": [(b"x-checksum", b"abc")],
+                "more_trailers": True,
+            }
+        )
+        await send({"type": "http.response.trailers", "headers": [[b"x-count", b"2"]]})
     elif name == "extensions":
         body = ",".join(sorted(scope.get("extensions") or {})).encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
