@@ -304,6 +304,34 @@ def thread_names(pid: int) -> list[str]:
     return names
 
 
+# A sysfs file claims 4096 bytes and holds a few: the file "fails" after the head.
+SHORT_FILE = "/sys/devices/system/cpu/online"
+
+
+@pytest.mark.skipif(not os.path.isfile(SHORT_FILE), reason="no sysfs")
+def test_pathsend_file_failing_after_the_head_closes_logged_once(server):
+    before = server.stderr_text().count(f'sending "{SHORT_FILE}" failed')
+    for query in ("", "&wait=1"):  # content-length framing, then chunked
+        status, fields, rest = split_head(get(server, f"/send/pathsend?file={SHORT_FILE}{query}"))
+        assert status == b"HTTP/1.1 200 OK"
+        assert rest.endswith(b"<EOF>")
+        if "content-length" in fields:
+            assert fields["content-length"] == ["4096"]
+            assert len(rest) - len(b"<EOF>") < 4096
+        else:
+            assert not rest.replace(b"<EOF>", b"").endswith(b"0\r\n\r\n")
+    # HTTP/2 reads the file in pieces: the stream is reset, the connection lives on.
+    c = H2Client(server)
+    try:
+        assert c.get(f"/send/pathsend?file={SHORT_FILE}")["ended"] == "reset 2"
+        assert c.get("/")["body"] == b"Hello, world!"
+    finally:
+        c.close()
+    time.sleep(0.3)
+    logged = server.stderr_text().count(f'sending "{SHORT_FILE}" failed')
+    assert logged - before == 3  # once per response
+
+
 # tokio's blocking-pool threads, by the names tokio versions give them.
 BLOCKING_THREADS = {"tokio-rt-worker", "tokio-runtime-w"}
 
