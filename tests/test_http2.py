@@ -18,7 +18,7 @@ import httpx
 import hyperframe.frame as hf
 import pytest
 
-from tests.core_checks import SHARED_CHECKS
+from tests.core_checks import SEND_CHECKS, SHARED_CHECKS
 from tests.server import Server, raw_exchange, run_to_exit
 
 APP = "proto_app:app"
@@ -280,6 +280,7 @@ def check_server_and_date_headers(client, server):
 
 CORE_CHECKS = [check_scope, check_streaming_response, check_server_and_date_headers]
 CORE_CHECKS += SHARED_CHECKS
+CORE_CHECKS += SEND_CHECKS
 
 
 @pytest.mark.parametrize("check", CORE_CHECKS, ids=lambda f: f.__name__[6:])

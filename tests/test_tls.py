@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from websockets.sync.client import connect
 
-from tests.core_checks import SHARED_CHECKS
+from tests.core_checks import SEND_CHECKS, SHARED_CHECKS
 from tests.server import Server, run_to_exit
 
 APP = "proto_app:app"
@@ -132,7 +132,7 @@ def check_chunked_streaming_response(client, server):
     assert [r.content[i * 65536] for i in range(80)] == list(range(80))
 
 
-CORE_CHECKS = [check_scope, check_chunked_streaming_response] + SHARED_CHECKS
+CORE_CHECKS = [check_scope, check_chunked_streaming_response] + SHARED_CHECKS + SEND_CHECKS
 
 
 @pytest.mark.parametrize("check", CORE_CHECKS, ids=lambda f: f.__name__[6:])

@@ -9,11 +9,11 @@
 use crate::worker::bridge::{Bridge, Event};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use http::{HeaderMap, HeaderName, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use pyo3::prelude::*;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
@@ -126,6 +126,25 @@ pub struct State {
     pub complete: bool,
     /// The app failed after starting the response: the connection must be closed.
     pub aborted: bool,
+    /// A pathsend file, sent after `chunks`.
+    pub file: Option<super::pathsend::FileBody>,
+    /// Early hints (`link` values of one 103 each) not sent yet.
+    pub hints: Vec<Vec<HeaderValue>>,
+    /// http.response.start said `trailers: True`: the response completes with the
+    /// trailers message, after the last body message (`body_done`).
+    pub trailers_expected: bool,
+    pub body_done: bool,
+    pub trailers: Option<HeaderMap>,
+}
+
+/// What the I/O side takes next from a response.
+pub enum Piece {
+    Data(Bytes),
+    File(super::pathsend::FileBody),
+    /// The end, with the trailers if the app sent any.
+    End(Option<HeaderMap>),
+    /// The app failed mid-response.
+    Abort,
 }
 
 /// Counts a request as in flight (for --limit-concurrency) until the exchange is gone
@@ -197,6 +216,8 @@ pub struct Exchange {
     /// `"GET /path HTTP/1.1"` and the client, kept only when the access log is on.
     pub access: Option<Box<str>>,
     pub water: Watermarks,
+    /// `State::hints` has something: checked without the lock on every poll.
+    hints_pending: AtomicBool,
     _inflight: InflightGuard,
 }
 
@@ -214,6 +235,7 @@ impl Exchange {
             waiters: Mutex::new(PyWaiters::default()),
             access,
             water,
+            hints_pending: AtomicBool::new(false),
             _inflight: inflight,
         }
     }
@@ -291,20 +313,23 @@ impl Exchange {
     /// The response head, once the app has sent http.response.start and either a body
     /// message or a flush. The body size is known exactly when the first body message
     /// was also the last, which lets the connection send content-length instead of chunked.
-    pub fn poll_head(&self, cx: &Context<'_>) -> Poll<(ResponseHead, Option<u64>)> {
+    /// The third value says the response ends with trailers.
+    pub fn poll_head(&self, cx: &Context<'_>) -> Poll<(ResponseHead, Option<u64>, bool)> {
         self.io_waker.register(cx.waker());
         let mut st = self.state();
         if st.head.is_some() && (st.body_seen || st.head_flush || st.aborted) {
             st.head_taken = true;
             let head = st.head.take().unwrap();
-            let exact = (st.complete && !st.aborted).then_some(st.queued_bytes as u64);
-            return Poll::Ready((head, exact));
+            let file = st.file.as_ref().map_or(0, |f| f.remaining);
+            let exact = (st.complete && !st.aborted && !st.trailers_expected)
+                .then_some(st.queued_bytes as u64 + file);
+            return Poll::Ready((head, exact, st.trailers_expected));
         }
         Poll::Pending
     }
 
-    /// Next response chunk: `Some(Ok)` data, `None` end, `Some(Err)` abort.
-    pub fn poll_chunk(self: &Arc<Self>, cx: &Context<'_>) -> Poll<Option<Result<Bytes, ()>>> {
+    /// The next piece of the response body.
+    pub fn poll_chunk(self: &Arc<Self>, cx: &Context<'_>) -> Poll<Piece> {
         self.io_waker.register(cx.waker());
         let mut st = self.state();
         if let Some(chunk) = st.chunks.pop_front() {
@@ -312,14 +337,33 @@ impl Exchange {
             if st.tx_waiting && st.queued_bytes < self.water.low {
                 self.wake_python(st);
             }
-            return Poll::Ready(Some(Ok(chunk)));
+            return Poll::Ready(Piece::Data(chunk));
         }
         if st.aborted {
-            return Poll::Ready(Some(Err(())));
+            return Poll::Ready(Piece::Abort);
+        }
+        if let Some(file) = st.file.take() {
+            return Poll::Ready(Piece::File(file));
         }
         if st.complete {
-            return Poll::Ready(None);
+            return Poll::Ready(Piece::End(st.trailers.take()));
         }
         Poll::Pending
+    }
+
+    /// Python side: queue a 103 Early Hints response.
+    pub fn push_hint(&self, links: Vec<HeaderValue>) {
+        self.state().hints.push(links);
+        self.hints_pending.store(true, Ordering::Release);
+    }
+
+    /// I/O side, before the head is sent: the early hints to send first.
+    pub fn take_hints(&self) -> Vec<Vec<HeaderValue>> {
+        if !self.hints_pending.load(Ordering::Relaxed)
+            || !self.hints_pending.swap(false, Ordering::Acquire)
+        {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.state().hints)
     }
 }

@@ -6,13 +6,14 @@
 //! `Wake` event (see worker/bridge.rs).
 
 use super::exchange::{Exchange, IoWakeups, ResponseHead, State};
+use super::pathsend::FileBody;
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -267,6 +268,12 @@ impl Send {
             self.body(py, message)
         } else if kind.is(intern!(py, "http.response.start")) || kind == "http.response.start" {
             self.start(py, message)
+        } else if kind == "http.response.pathsend" {
+            self.pathsend(py, message)
+        } else if kind == "http.response.early_hint" {
+            self.early_hint(py, message)
+        } else if kind == "http.response.trailers" {
+            self.trailers(py, message)
         } else {
             Err(protocol_error(format!(
                 "Unexpected ASGI message '{}' sent for an http request.",
@@ -324,10 +331,16 @@ impl Send {
             protocol_error(format!("Invalid status in http.response.start: {status}"))
         })?;
         let status = StatusCode::from_u16(status)
-            .map_err(|_| protocol_error(format!("Invalid HTTP status code {status}")))?;
+            .ok()
+            .filter(|s| (200..600).contains(&s.as_u16()))
+            .ok_or_else(|| protocol_error(format!("Invalid HTTP status code {status}")))?;
         let headers = match field(message, intern!(py, "headers"))? {
             Some(h) if !h.is_none() => convert_headers(&h)?,
             _ => HeaderMap::new(),
+        };
+        let trailers = match field(message, intern!(py, "trailers"))? {
+            Some(t) => t.is_truthy()?,
+            None => false,
         };
         let mut st = self.ex.state();
         if st.started {
@@ -340,6 +353,7 @@ impl Send {
             return Err(ClientDisconnected::new_err("client disconnected"));
         }
         st.started = true;
+        st.trailers_expected = trailers;
         st.head = Some(ResponseHead { status, headers });
         drop(st);
         self.ctx
@@ -358,6 +372,11 @@ impl Send {
             Some(m) => m.is_truthy()?,
             None => false,
         };
+        // Converted before the state is locked: a copy may run Python code.
+        let data = match body {
+            Some(body) if !body.is_none() => Some(body_of(body)?),
+            _ => None,
+        };
         let mut st = self.ex.state();
         if !st.started {
             return Err(protocol_error(
@@ -365,7 +384,7 @@ impl Send {
                     .into(),
             ));
         }
-        if st.complete {
+        if st.complete || st.body_done {
             return Err(protocol_error(
                 "Unexpected ASGI message 'http.response.body' sent, after response already completed."
                     .into(),
@@ -376,21 +395,19 @@ impl Send {
         }
         if st.response_done {
             // A HEAD response: the connection already finished it; the body is not sent.
-            st.complete = !more;
+            st.body_done = !more;
+            st.complete = !more && !st.trailers_expected;
             return Ok(self.ctx.ready_none.clone_ref(py).into_any());
         }
-        if let Some(body) = body {
-            let body = body
-                .downcast_into::<PyBytes>()
-                .map_err(|_| protocol_error("http.response.body 'body' must be bytes".into()))?;
-            let data = body_bytes(body);
+        if let Some(data) = data {
             if !data.is_empty() {
                 st.queued_bytes += data.len();
                 st.chunks.push_back(data);
             }
         }
         st.body_seen = true;
-        st.complete = !more;
+        st.body_done = !more;
+        st.complete = !more && !st.trailers_expected;
         let must_wait = more && st.queued_bytes > self.ex.water.high;
         if must_wait {
             st.tx_waiting = true;
@@ -409,54 +426,251 @@ impl Send {
     fn fail(&self, py: Python<'_>, send_500: bool) {
         let mut st = self.ex.state();
         if send_500 && !st.started {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-            st.started = true;
-            st.head = Some(ResponseHead {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                headers,
-            });
-            let body = Bytes::from_static(b"Internal Server Error");
-            st.queued_bytes += body.len();
-            st.chunks.push_back(body);
-            st.body_seen = true;
-            st.complete = true;
+            answer_500(&mut st);
         } else if !st.complete {
             st.aborted = true;
         }
         drop(st);
         self.ctx.wake_io(py, &self.ex);
     }
+
+    /// The body is a file the I/O thread sends (sendfile(2) where it can). The file is
+    /// opened here: a missing file is a 500 while the head is not sent yet.
+    fn pathsend(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let path = required(message, intern!(py, "path"))?;
+        let path: String = path.extract().map_err(|_| {
+            protocol_error(format!(
+                "http.response.pathsend 'path' must be str, not {}",
+                path.get_type()
+                    .name()
+                    .map_or_else(|_| "?".into(), |n| n.to_string())
+            ))
+        })?;
+        let opened = py.allow_threads(|| FileBody::open(&path));
+        let mut st = self.ex.state();
+        if !st.started {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.pathsend' sent, before 'http.response.start'."
+                    .into(),
+            ));
+        }
+        if st.complete || st.body_done {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.pathsend' sent, after response already completed."
+                    .into(),
+            ));
+        }
+        if st.disconnected {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        st.body_seen = true;
+        st.body_done = true;
+        st.complete = !st.trailers_expected;
+        if st.response_done {
+            // A HEAD response, already finished: nothing to send.
+            return Ok(self.ctx.ready_none.clone_ref(py).into_any());
+        }
+        let problem = match opened {
+            Err(e) => Some(format!("cannot open {path:?}: {e}")),
+            Ok(file) => {
+                let declared = st.head.as_ref().and_then(|h| {
+                    let v = h.headers.get(CONTENT_LENGTH)?;
+                    std::str::from_utf8(v.as_bytes())
+                        .ok()?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                });
+                let available = st.queued_bytes as u64 + file.remaining;
+                let problem = declared.filter(|&n| n > available).map(|n| {
+                    format!("{path:?} has {available} bytes, fewer than its content-length {n}")
+                });
+                st.file = Some(file);
+                problem
+            }
+        };
+        if let Some(problem) = problem {
+            crate::error!("http.response.pathsend failed: {problem}");
+            st.file = None;
+            if st.head_taken {
+                st.aborted = true; // the head is out: end the response visibly broken
+            } else {
+                answer_500(&mut st);
+            }
+        }
+        drop(st);
+        self.ctx.wake_io(py, &self.ex);
+        Ok(self.ctx.ready_none.clone_ref(py).into_any())
+    }
+
+    /// A 103 Early Hints response with these `link` values, before the final one.
+    fn early_hint(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let links = required(message, intern!(py, "links"))?;
+        let mut values = Vec::new();
+        for link in links.try_iter()? {
+            let link = link?;
+            let raw = header_bytes(&link)?;
+            let value = HeaderValue::from_bytes(&raw).map_err(|_| {
+                protocol_error("Invalid link value in http.response.early_hint".into())
+            })?;
+            values.push(value);
+        }
+        let st = self.ex.state();
+        if st.disconnected {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        // A hint after the response started is pointless; it is dropped.
+        let send = !st.started && !values.is_empty();
+        drop(st);
+        if send {
+            self.ex.push_hint(values);
+            self.ctx.wake_io(py, &self.ex);
+        }
+        Ok(self.ctx.ready_none.clone_ref(py).into_any())
+    }
+
+    /// Trailer fields after the last body message, when the start said `trailers: True`.
+    fn trailers(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => convert_headers(&h)?,
+            _ => HeaderMap::new(),
+        };
+        let more = match field(message, intern!(py, "more_trailers"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        let mut st = self.ex.state();
+        if !st.started || !st.trailers_expected {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.trailers' sent, without 'trailers': True in 'http.response.start'."
+                    .into(),
+            ));
+        }
+        if !st.body_done || st.complete {
+            return Err(protocol_error(
+                "Unexpected ASGI message 'http.response.trailers' sent, before the last body message or after the response completed."
+                    .into(),
+            ));
+        }
+        if st.disconnected {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        let all = st.trailers.get_or_insert_with(HeaderMap::new);
+        let mut last = None;
+        for (name, value) in headers {
+            if let Some(name) = name {
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                all.append(name.clone(), value);
+            }
+        }
+        st.complete = !more;
+        drop(st);
+        self.ctx.wake_io(py, &self.ex);
+        Ok(self.ctx.ready_none.clone_ref(py).into_any())
+    }
+}
+
+/// Make the not-yet-sent response a plain 500 that closes the connection.
+fn answer_500(st: &mut State) {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    st.started = true;
+    st.head = Some(ResponseHead {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        headers,
+    });
+    st.chunks.clear();
+    st.file = None;
+    st.trailers_expected = false;
+    let body = Bytes::from_static(b"Internal Server Error");
+    st.queued_bytes = body.len();
+    st.chunks.push_back(body);
+    st.body_seen = true;
+    st.complete = true;
 }
 
 pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0));
-    for item in headers.try_iter()? {
-        let item = item?;
-        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
-            protocol_error(format!("Invalid header in http.response.start: {item}"))
-        })?;
-        let name = header_bytes(&name)?;
-        let value = header_bytes(&value)?;
-        let name = HeaderName::from_bytes(&name).map_err(|_| {
-            protocol_error(format!(
-                "Invalid header name {:?} in http.response.start",
-                String::from_utf8_lossy(&name)
-            ))
-        })?;
-        // Rejects CR, LF and NUL: a value can't end the header block early.
-        let value = HeaderValue::from_bytes(&value).map_err(|_| {
-            protocol_error(format!(
-                "Invalid value for header {name:?} in http.response.start"
-            ))
-        })?;
-        map.append(name, value);
+    // The usual shape, a list of (bytes, bytes) tuples, is read without iterators.
+    if let Ok(list) = headers.downcast::<PyList>() {
+        for item in list.iter() {
+            append_header(&mut map, &item)?;
+        }
+    } else {
+        for item in headers.try_iter()? {
+            append_header(&mut map, &item?)?;
+        }
     }
     Ok(map)
+}
+
+/// One `(name, value)` pair: a tuple, or any iterable of exactly two items (ASGI allows
+/// `[name, value]` lists, which Datasette sends).
+fn append_header(map: &mut HeaderMap, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let invalid = || protocol_error(format!("Invalid header in http.response.start: {item}"));
+    let (name, value) = if let Ok(t) = item.downcast::<PyTuple>() {
+        if t.len() != 2 {
+            return Err(invalid());
+        }
+        (t.get_item(0)?, t.get_item(1)?)
+    } else if item.is_instance_of::<PyBytes>() || item.is_instance_of::<PyString>() {
+        return Err(invalid()); // iterable, but not a pair
+    } else {
+        let mut it = item.try_iter().map_err(|_| invalid())?;
+        let (Some(name), Some(value), None) = (it.next(), it.next(), it.next()) else {
+            return Err(invalid());
+        };
+        (name?, value?)
+    };
+    let name = header_bytes(&name)?;
+    let value = header_bytes(&value)?;
+    let name = HeaderName::from_bytes(&name).map_err(|_| {
+        protocol_error(format!(
+            "Invalid header name {:?} in http.response.start",
+            String::from_utf8_lossy(&name)
+        ))
+    })?;
+    // Rejects CR, LF and NUL: a value can't end the header block early.
+    let value = HeaderValue::from_bytes(&value).map_err(|_| {
+        protocol_error(format!(
+            "Invalid value for header {name:?} in http.response.start"
+        ))
+    })?;
+    if name == CONTENT_LENGTH {
+        check_content_length(map, &value)?;
+    }
+    map.append(name, value);
+    Ok(())
+}
+
+/// A content-length the app sets must be a number, and the same number if repeated:
+/// anything else would leave the client unable to find the end of the body.
+fn check_content_length(map: &HeaderMap, value: &HeaderValue) -> PyResult<()> {
+    let parse = |v: &HeaderValue| {
+        let v = v.as_bytes().trim_ascii();
+        (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
+            .then(|| v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    };
+    let n = parse(value).ok_or_else(|| {
+        protocol_error(format!(
+            "Invalid content-length {:?} in http.response.start",
+            String::from_utf8_lossy(value.as_bytes())
+        ))
+    })?;
+    if let Some(earlier) = map.get(CONTENT_LENGTH) {
+        if parse(earlier) != Some(n) {
+            return Err(protocol_error(
+                "Conflicting content-length headers in http.response.start".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A header name or value as bytes, borrowed from a `bytes` object (the usual case).
@@ -474,10 +688,47 @@ fn header_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
             .map(Cow::Owned)
             .map_err(|_| protocol_error("header text must be latin-1".into()));
     }
+    if let Some(copy) = buffer_copy(obj)? {
+        return Ok(Cow::Owned(copy.as_bytes().to_vec()));
+    }
     Err(protocol_error(format!(
         "Header names and values must be bytes, not {}",
         obj.get_type().name()?
     )))
+}
+
+/// A copy, as `bytes`, of a bytearray or memoryview; None for anything else.
+fn buffer_copy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    if !obj.is_instance_of::<PyByteArray>() && !obj.is_instance_of::<PyMemoryView>() {
+        return Ok(None);
+    }
+    // SAFETY: a C-API call on a live object with the GIL held; PyBytes_FromObject
+    // returns a new reference or NULL with an exception set.
+    unsafe {
+        let copy = pyo3::ffi::PyBytes_FromObject(obj.as_ptr());
+        Bound::from_owned_ptr_or_err(obj.py(), copy)
+            .and_then(|b| Ok(b.downcast_into::<PyBytes>()?))
+            .map(Some)
+    }
+}
+
+/// An `http.response.body` body as `Bytes`: a `bytes` object as it is (zero-copy when
+/// big), any other bytes-like object (bytearray, memoryview) copied, since the app may
+/// change it after send() returns.
+pub(crate) fn body_of(body: Bound<'_, PyAny>) -> PyResult<Bytes> {
+    match body.downcast_into::<PyBytes>() {
+        Ok(b) => Ok(body_bytes(b)),
+        Err(e) => {
+            let body = e.into_inner();
+            match buffer_copy(&body)? {
+                Some(copy) => Ok(body_bytes(copy)),
+                None => Err(protocol_error(format!(
+                    "http.response.body 'body' must be bytes, bytearray or memoryview, not {}",
+                    body.get_type().name()?
+                ))),
+            }
+        }
+    }
 }
 
 /// Bodies at least this big are not copied: the bytes object itself is kept (and

@@ -4,6 +4,7 @@
 pub mod dispatch;
 pub mod exchange;
 pub mod http;
+pub mod pathsend;
 pub mod runner;
 pub mod scope;
 pub mod websocket;

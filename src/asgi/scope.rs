@@ -22,6 +22,8 @@ pub struct ScopeBuilder {
     empty_bytes: Py<PyBytes>,
     /// `{"websocket.http.response": {}}`: denial responses are supported.
     ws_extensions: Py<PyDict>,
+    /// The http response extensions served (pathsend, early hints, trailers).
+    http_extensions: Py<PyDict>,
     /// Every key of an http / websocket scope, with this worker's constant values and
     /// None for the rest: a scope is a copy of its template (one fast C-level copy of
     /// an already-sized table) with the per-request values written over the Nones.
@@ -35,7 +37,6 @@ fn template<'py>(
     scheme: &str,
     asgi: &Bound<'py, PyDict>,
     root_path: &Bound<'py, PyString>,
-    extensions: bool,
 ) -> PyResult<Py<PyDict>> {
     let t = PyDict::new(py);
     let none = py.None();
@@ -56,9 +57,7 @@ fn template<'py>(
     if kind == "websocket" {
         t.set_item(intern!(py, "subprotocols"), &none)?;
     }
-    if extensions {
-        t.set_item(intern!(py, "extensions"), &none)?;
-    }
+    t.set_item(intern!(py, "extensions"), &none)?;
     Ok(t.unbind())
 }
 
@@ -81,8 +80,8 @@ impl ScopeBuilder {
         } else {
             ("http", "ws")
         };
-        let http_template = template(py, "http", http_scheme, &http_asgi, &root, tls)?;
-        let ws_template = template(py, "websocket", ws_scheme, &ws_asgi, &root, true)?;
+        let http_template = template(py, "http", http_scheme, &http_asgi, &root)?;
+        let ws_template = template(py, "websocket", ws_scheme, &ws_asgi, &root)?;
         Ok(ScopeBuilder {
             http_template,
             ws_template,
@@ -90,6 +89,17 @@ impl ScopeBuilder {
             root_path_text: root_path.to_string(),
             header_names: HashMap::new(),
             empty_bytes: PyBytes::new(py, b"").unbind(),
+            http_extensions: {
+                let ext = PyDict::new(py);
+                for name in [
+                    "http.response.pathsend",
+                    "http.response.early_hint",
+                    "http.response.trailers",
+                ] {
+                    ext.set_item(name, PyDict::new(py))?;
+                }
+                ext.unbind()
+            },
             ws_extensions: {
                 let ext = PyDict::new(py);
                 ext.set_item("websocket.http.response", PyDict::new(py))?;
@@ -161,11 +171,11 @@ impl ScopeBuilder {
         };
         scope.set_item(intern!(py, "server"), server)?;
         scope.set_item(intern!(py, "state"), state.copy()?)?;
-        if websocket || head.conn.tls.is_some() {
+        {
             let extensions = if websocket {
                 self.ws_extensions.bind(py).copy()?
             } else {
-                PyDict::new(py)
+                self.http_extensions.bind(py).copy()?
             };
             if let Some(tls) = &head.conn.tls {
                 let ext = match head.conn.py_tls.get() {

@@ -7,7 +7,11 @@ use super::decode::{Decoder, Step};
 use super::encode::{self, BodyFraming, HeadOptions, RequestFacts};
 use super::outq::OutQueue;
 use super::parse::{self, Framing, Limits, Outcome, Rejection};
-use crate::asgi::exchange::{ConnInfo, Exchange, InflightGuard, RequestHead, Session, HTTP1_WATER};
+use super::sendfile::SendFile;
+use crate::asgi::exchange::{
+    ConnInfo, Exchange, InflightGuard, Piece, RequestHead, Session, HTTP1_WATER,
+};
+use crate::asgi::pathsend::FileReader;
 use crate::worker::bridge::{Bridge, Event};
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -34,6 +38,8 @@ const WRITE_AHEAD: usize = 256 * 1024;
 /// While the app runs we keep reading (to notice a disconnect), buffering pipelined
 /// requests up to this much.
 const PIPELINE_BUFFER: usize = 256 * 1024;
+/// File bytes sent with sendfile(2) in one turn before other connections get theirs.
+const SENDFILE_TURN: u64 = 4 * 1024 * 1024;
 
 /// What every connection of a worker shares.
 pub struct ConnShared {
@@ -108,7 +114,7 @@ pub async fn serve<S>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<(S, BytesMut, Handoff)>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + SendFile + Unpin,
 {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut first = true;
@@ -348,9 +354,25 @@ struct Transaction<'a, S> {
     /// The connection can't be reused (app failure, framing error, client gone).
     broken: bool,
     finished: bool,
+    /// The client sent `TE: trailers`.
+    trailers_ok: bool,
+    /// The response is chunked and ends with the app's trailer fields.
+    send_trailers: bool,
+    /// A pathsend file being sent; no other piece is taken until it is done.
+    file: Option<FileSend>,
+    /// sendfile(2) used up its turn: let other tasks run before going on.
+    yield_now: bool,
 }
 
-impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
+/// A pathsend body on its way: through the kernel (sendfile) or read in pieces.
+struct FileSend {
+    reader: FileReader,
+    kernel: bool,
+    /// Chunked framing: the chunk (one for the whole file) ends with CRLF.
+    chunked: bool,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
     fn new(
         head: parse::Head,
         io: &'a mut S,
@@ -383,6 +405,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
             Framing::Length(n) => Some(Decoder::Length(n)),
             Framing::Chunked => Some(Decoder::chunked()),
         };
+        let trailers_ok = head.headers.iter().any(|(name, value)| {
+            *name == http::header::TE && encode::has_token(value, b"trailers")
+        });
         let request = Box::new(RequestHead {
             method: head.method.clone(),
             target: head.target,
@@ -410,6 +435,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
             response_ended: false,
             broken: false,
             finished: false,
+            trailers_ok,
+            send_trailers: false,
+            file: None,
+            yield_now: false,
         }
     }
 
@@ -455,6 +484,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 self.finished = true;
                 self.ex.disconnect();
                 return Poll::Ready(Done::Close);
+            }
+            if self.yield_now {
+                self.yield_now = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             if !progress {
                 return Poll::Pending;
@@ -627,8 +661,20 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
     fn poll_response(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         if self.framing.is_none() {
-            let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
-                return false;
+            for links in self.ex.take_hints() {
+                // 103 Early Hints (RFC 8297); an HTTP/1.0 client can't take a 1xx.
+                if self.version == Version::HTTP_11 {
+                    let out = self.out.tail();
+                    out.put_slice(b"HTTP/1.1 103 Early Hints\r\n");
+                    for link in links {
+                        encode::put_header(out, b"link", link.as_bytes());
+                    }
+                    out.put_slice(b"\r\n");
+                    progress = true;
+                }
+            }
+            let Poll::Ready((head, exact, trailers)) = self.ex.poll_head(cx) else {
+                return progress;
             };
             if let Some(request) = &self.ex.access {
                 crate::log::access_response(request, head.status);
@@ -638,23 +684,41 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 version: self.version,
                 keep_alive: self.keep_alive,
             };
+            // Trailers need chunks; a client that didn't ask for them gets the body
+            // framed as usual, without them.
+            self.send_trailers = trailers && self.trailers_ok && self.version == Version::HTTP_11;
+            let chunked_headers;
+            let headers = if self.send_trailers {
+                let mut h = head.headers.clone();
+                h.remove(http::header::CONTENT_LENGTH);
+                h.insert(
+                    http::header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_static("chunked"),
+                );
+                chunked_headers = h;
+                &chunked_headers
+            } else {
+                &head.headers
+            };
             let (framing, keep_alive) = encode::write_head(
                 self.out.tail(),
                 head.status,
-                &head.headers,
+                headers,
                 exact,
                 &facts,
                 &self.shared.head,
             );
+            self.send_trailers &= framing == BodyFraming::Chunked;
             self.framing = Some(framing);
             self.keep_alive = keep_alive;
             progress = true;
         }
         let framing = self.framing.expect("head written");
-        while !self.response_ended && self.out.len() < WRITE_AHEAD {
+        progress |= self.poll_file_reader(cx);
+        while !self.response_ended && self.file.is_none() && self.out.len() < WRITE_AHEAD {
             match self.ex.poll_chunk(cx) {
                 Poll::Pending => break,
-                Poll::Ready(Some(Ok(data))) => {
+                Poll::Ready(Piece::Data(data)) => {
                     progress = true;
                     self.body_sent += data.len() as u64;
                     match framing {
@@ -679,11 +743,48 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                         }
                     }
                 }
-                Poll::Ready(None) => {
+                Poll::Ready(Piece::File(mut body)) => {
+                    progress = true;
+                    if let BodyFraming::Length(n) = framing {
+                        // The app's Content-Length is what the client reads.
+                        body.remaining = body.remaining.min(n.saturating_sub(self.body_sent));
+                    }
+                    if framing == BodyFraming::None || body.remaining == 0 {
+                        continue;
+                    }
+                    self.body_sent += body.remaining;
+                    let chunked = framing == BodyFraming::Chunked;
+                    if chunked {
+                        encode::put_chunk_size(self.out.tail(), body.remaining as usize);
+                    }
+                    self.file = Some(FileSend {
+                        reader: FileReader::new(body),
+                        kernel: self.io.can_sendfile(),
+                        chunked,
+                    });
+                    progress |= self.poll_file_reader(cx);
+                }
+                Poll::Ready(Piece::End(trailers)) => {
                     progress = true;
                     self.response_ended = true;
                     match framing {
-                        BodyFraming::Chunked => self.out.tail().put_slice(encode::LAST_CHUNK),
+                        BodyFraming::Chunked => match trailers.filter(|_| self.send_trailers) {
+                            Some(trailers) => {
+                                let out = self.out.tail();
+                                out.put_slice(b"0\r\n");
+                                for (name, value) in &trailers {
+                                    if !FORBIDDEN_TRAILERS.contains(name) {
+                                        encode::put_header(
+                                            out,
+                                            name.as_str().as_bytes(),
+                                            value.as_bytes(),
+                                        );
+                                    }
+                                }
+                                out.put_slice(b"\r\n");
+                            }
+                            None => self.out.tail().put_slice(encode::LAST_CHUNK),
+                        },
                         BodyFraming::Length(n) if self.body_sent < n => {
                             crate::error!("Response content shorter than Content-Length");
                             self.broken = true;
@@ -692,7 +793,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                         _ => {}
                     }
                 }
-                Poll::Ready(Some(Err(()))) => {
+                Poll::Ready(Piece::Abort) => {
                     // The app failed mid-response: end it visibly incomplete.
                     progress = true;
                     self.broken = true;
@@ -701,6 +802,103 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
             }
         }
         progress
+    }
+
+    /// A file read in pieces (TLS): queue what the reader has, up to the write-ahead.
+    fn poll_file_reader(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Some(send) = self.file.as_mut().filter(|f| !f.kernel) {
+            if self.out.len() >= WRITE_AHEAD {
+                break;
+            }
+            match send.reader.poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(piece))) => {
+                    progress = true;
+                    self.out.push(piece);
+                }
+                Poll::Ready(None) => {
+                    progress = true;
+                    self.file_done();
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    progress = true;
+                    self.file_failed(&e);
+                }
+            }
+        }
+        progress
+    }
+
+    fn file_done(&mut self) {
+        if let Some(send) = self.file.take() {
+            if send.chunked {
+                self.out.tail().put_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Reading the file failed after the head went out: the response can only end
+    /// broken, by closing the connection.
+    fn file_failed(&mut self, e: &std::io::Error) {
+        if let Some(send) = self.file.take() {
+            crate::error!(
+                "http.response.pathsend: sending {:?} failed: {e}; closing the connection",
+                send.reader.body.path
+            );
+        }
+        self.broken = true;
+        self.response_ended = true;
+    }
+
+    /// The out queue is empty and a file goes next through sendfile(2).
+    /// Ready(Ok(true)) if anything was sent, Ready(Err) if the socket failed.
+    fn poll_sendfile(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, ()>> {
+        let mut sent = 0u64;
+        loop {
+            let Some(send) = self.file.as_mut().filter(|f| f.kernel) else {
+                return Poll::Ready(Ok(sent > 0));
+            };
+            let body = &mut send.reader.body;
+            if body.remaining == 0 {
+                self.file_done();
+                return Poll::Ready(Ok(true));
+            }
+            if sent >= SENDFILE_TURN {
+                self.yield_now = true;
+                return Poll::Ready(Ok(true));
+            }
+            let (fd, offset, count) = (body.fd(), body.offset, body.remaining);
+            match self.io.poll_sendfile(cx, fd, offset, count) {
+                None | Some(Poll::Pending) => {
+                    return if sent > 0 {
+                        Poll::Ready(Ok(true))
+                    } else {
+                        Poll::Pending
+                    }
+                }
+                Some(Poll::Ready(Ok(0))) => {
+                    let e = body.short_error();
+                    self.file_failed(&e);
+                    return Poll::Ready(Ok(true));
+                }
+                Some(Poll::Ready(Ok(n))) => {
+                    body.advance(n as u64);
+                    sent += n as u64;
+                }
+                Some(Poll::Ready(Err(e))) => {
+                    use std::io::ErrorKind::*;
+                    if matches!(
+                        e.kind(),
+                        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+                    ) {
+                        return Poll::Ready(Err(()));
+                    }
+                    self.file_failed(&e);
+                    return Poll::Ready(Ok(true));
+                }
+            }
+        }
     }
 
     /// Write what is encoded. Ready(Ok(true)) if anything was written.
@@ -719,6 +917,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transaction<'a, S> {
                 }
             }
         }
+        if self.file.is_some() {
+            return match self.poll_sendfile(cx) {
+                Poll::Ready(Ok(sent)) => Poll::Ready(Ok(wrote || sent)),
+                Poll::Pending if wrote => Poll::Ready(Ok(true)),
+                other => other,
+            };
+        }
         Poll::Ready(Ok(wrote))
     }
 }
@@ -730,3 +935,13 @@ impl<S> Drop for Transaction<'_, S> {
         }
     }
 }
+
+/// Fields a trailer section must not carry (RFC 9110 6.5.1): framing and routing.
+const FORBIDDEN_TRAILERS: &[http::HeaderName] = &[
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONNECTION,
+    http::header::HOST,
+    http::header::TRAILER,
+    http::header::TE,
+];

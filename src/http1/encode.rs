@@ -41,7 +41,16 @@ pub fn write_head(
 ) -> (BodyFraming, bool) {
     let mut keep_alive = req.keep_alive;
     let mut app_length = None;
-    let mut app_chunked = false;
+    // An app that sets `Transfer-Encoding: chunked` gets its body chunk-encoded, and
+    // its Content-Length (if any) dropped: TE overrides CL and both must never be sent
+    // (RFC 9112 6.1, 6.3). An HTTP/1.0 client can't read chunks: then the app's length
+    // (or a close) delimits the body.
+    let app_chunked = req.version == Version::HTTP_11
+        && !headers.is_empty()
+        && headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), b"chunked"));
     let mut has_server = false;
     let mut has_date = false;
 
@@ -56,14 +65,16 @@ pub fn write_head(
     out.put_slice(b"\r\n");
     for (name, value) in headers {
         if *name == CONTENT_LENGTH {
+            if app_chunked {
+                continue;
+            }
             app_length = std::str::from_utf8(value.as_bytes())
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok());
         } else if *name == TRANSFER_ENCODING {
-            app_chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked");
-            if !app_chunked {
-                continue; // Other codings are the app's business only via content-encoding.
-            }
+            // Ours to write: only chunked is ever applied (other codings are the app's
+            // business through content-encoding).
+            continue;
         } else if *name == CONNECTION {
             if value.as_bytes().eq_ignore_ascii_case(b"close") {
                 keep_alive = false;
@@ -90,11 +101,16 @@ pub fn write_head(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
+        if app_chunked && *req.method == Method::HEAD {
+            // The head a GET would get.
+            out.put_slice(b"transfer-encoding: chunked\r\n");
+        }
         BodyFraming::None
+    } else if app_chunked {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+        BodyFraming::Chunked
     } else if let Some(n) = app_length {
         BodyFraming::Length(n)
-    } else if app_chunked {
-        BodyFraming::Chunked
     } else if let Some(n) = exact_len {
         out.put_slice(b"content-length: ");
         out.put_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -126,6 +142,13 @@ pub fn put_server_and_date(out: &mut BytesMut, opts: &HeadOptions) {
         with_date(|d| out.put_slice(d));
         out.put_slice(b"\r\n");
     }
+}
+
+/// A comma-separated field value lists `token` (case-insensitive).
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 pub fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -243,6 +266,28 @@ mod tests {
         );
         assert!(text.contains("content-length: 5"));
         assert_eq!(framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn app_chunked_overrides_and_drops_content_length() {
+        let te_and_cl = [("content-length", "5"), ("transfer-encoding", "chunked")];
+        let (text, framing, _) = head(Method::GET, Version::HTTP_11, &te_and_cl, Some(5));
+        assert_eq!(framing, BodyFraming::Chunked);
+        assert!(!text.contains("content-length"));
+        assert_eq!(text.matches("transfer-encoding: chunked").count(), 1);
+        // HTTP/1.0 can't read chunks: the app's length delimits the body, no TE.
+        let (text, framing, _) = head(Method::GET, Version::HTTP_10, &te_and_cl, Some(5));
+        assert_eq!(framing, BodyFraming::Length(5));
+        assert!(!text.contains("transfer-encoding"));
+        // Other codings are never claimed on the wire.
+        let (text, framing, _) = head(
+            Method::GET,
+            Version::HTTP_11,
+            &[("transfer-encoding", "gzip")],
+            Some(3),
+        );
+        assert!(!text.contains("gzip"));
+        assert_eq!(framing, BodyFraming::Length(3));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod encode;
 pub mod outq;
 pub mod parse;
+pub mod sendfile;
 
 #[cfg(test)]
 mod props;

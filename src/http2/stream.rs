@@ -3,13 +3,16 @@
 //! flow control.
 
 use super::StreamGuard;
-use crate::asgi::exchange::{ConnInfo, Exchange, RequestHead, Session, STREAM_WATER};
+use crate::asgi::exchange::{ConnInfo, Exchange, Piece, RequestHead, Session, STREAM_WATER};
+use crate::asgi::pathsend::FileReader;
 use crate::http1::conn::ConnShared;
 use crate::worker::bridge::Event;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -87,6 +90,9 @@ pub async fn serve(
         send: None,
         pending: None,
         head_request,
+        file: None,
+        declared: None,
+        body_sent: 0,
     };
     poll_fn(|cx| stream.poll(cx)).await;
     if let Some(recycle) = &shared.recycle {
@@ -159,6 +165,11 @@ struct Stream<'a> {
     /// Response bytes waiting for flow-control window.
     pending: Option<Bytes>,
     head_request: bool,
+    /// A pathsend file, read in pieces into `pending`.
+    file: Option<FileReader>,
+    /// The app's Content-Length: no more of a file is sent.
+    declared: Option<u64>,
+    body_sent: u64,
 }
 
 impl Stream<'_> {
@@ -243,7 +254,19 @@ impl Stream<'_> {
 
     /// Ready(true): the stream is finished (a response without body, or an error).
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        let Poll::Ready((head, exact)) = self.ex.poll_head(cx) else {
+        for links in self.ex.take_hints() {
+            // 103 Early Hints (RFC 8297) before the final response.
+            let mut hint = Response::new(());
+            *hint.status_mut() = StatusCode::EARLY_HINTS;
+            for link in links {
+                hint.headers_mut().append(http::header::LINK, link);
+            }
+            if self.respond.send_informational(hint).is_err() {
+                self.ex.disconnect();
+                return Poll::Ready(true);
+            }
+        }
+        let Poll::Ready((head, exact, _trailers)) = self.ex.poll_head(cx) else {
             return Poll::Pending;
         };
         if let Some(request) = &self.ex.access {
@@ -252,11 +275,24 @@ impl Stream<'_> {
         let mut response = Response::new(());
         *response.status_mut() = head.status;
         let headers = response.headers_mut();
+        // An app's `Transfer-Encoding: chunked` overrides its Content-Length (RFC 9112
+        // 6.3); HTTP/2 has no chunking, so both go and the DATA frames delimit the body.
+        let app_chunked = head
+            .headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .any(|v| crate::http1::encode::has_token(v.as_bytes(), b"chunked"));
         for (name, value) in &head.headers {
-            if !CONNECTION_SPECIFIC.contains(&name.as_str()) {
-                headers.append(name.clone(), value.clone());
+            if CONNECTION_SPECIFIC.contains(&name.as_str())
+                || (app_chunked && name == CONTENT_LENGTH)
+            {
+                continue;
             }
+            headers.append(name.clone(), value.clone());
         }
+        self.declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         if exact.is_some() && !headers.contains_key(CONTENT_LENGTH) && !self.head_request {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(exact.unwrap_or(0)));
         }
@@ -285,20 +321,58 @@ impl Stream<'_> {
         let send = self.send.as_mut().expect("head sent");
         loop {
             if self.pending.is_none() {
+                if let Some(reader) = self.file.as_mut() {
+                    match reader.poll_next(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(Ok(piece))) => self.pending = Some(piece),
+                        Poll::Ready(None) => self.file = None,
+                        Poll::Ready(Some(Err(e))) => {
+                            crate::error!(
+                                "http.response.pathsend: sending {:?} failed: {e}; resetting the stream",
+                                reader.body.path
+                            );
+                            send.send_reset(Reason::INTERNAL_ERROR);
+                            self.ex.disconnect();
+                            return Poll::Ready(());
+                        }
+                    }
+                    continue;
+                }
                 match self.ex.poll_chunk(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Ok(chunk))) => {
+                    Poll::Ready(Piece::Data(chunk)) => {
+                        self.body_sent += chunk.len() as u64;
                         if !chunk.is_empty() {
                             self.pending = Some(chunk);
                         }
                         continue;
                     }
-                    Poll::Ready(None) => {
-                        let _ = send.send_data(Bytes::new(), true);
+                    Poll::Ready(Piece::File(mut body)) => {
+                        if let Some(n) = self.declared {
+                            body.remaining = body.remaining.min(n.saturating_sub(self.body_sent));
+                        }
+                        self.body_sent += body.remaining;
+                        if body.remaining > 0 {
+                            self.file = Some(FileReader::new(body));
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Piece::End(trailers)) => {
+                        match trailers.filter(|t| !t.is_empty()) {
+                            Some(mut trailers) => {
+                                for name in CONNECTION_SPECIFIC {
+                                    trailers.remove(*name);
+                                }
+                                let _ = send.send_trailers(trailers);
+                            }
+                            None => {
+                                let _ = send.send_data(Bytes::new(), true);
+                            }
+                        }
                         self.ex.finish_response();
                         return Poll::Ready(());
                     }
-                    Poll::Ready(Some(Err(()))) => {
+                    Poll::Ready(Piece::Abort) => {
                         // The app failed mid-response: the stream ends visibly broken.
                         send.send_reset(Reason::INTERNAL_ERROR);
                         self.ex.disconnect();

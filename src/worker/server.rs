@@ -262,7 +262,12 @@ async fn connection<S>(
     guard: ConnGuard,
     counts: Arc<Counts>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + crate::http1::sendfile::SendFile
+        + Unpin
+        + Send
+        + 'static,
 {
     if shared.http2.only {
         let empty = bytes::BytesMut::new();

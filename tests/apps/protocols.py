@@ -9,6 +9,8 @@ import asyncio
 import json
 import os
 
+import send_app
+
 RECORD: dict = {}
 
 
@@ -29,6 +31,9 @@ def _scope_json(scope: dict) -> bytes:
 async def _http(scope, receive, send):
     path = scope["path"]
     status, body, headers = 200, b"", [(b"content-type", b"text/plain")]
+    if path.startswith("/send/"):
+        await send_app.app(scope, receive, send, RECORD)
+        return
     if path == "/scope":
         body = _scope_json(scope)
     elif path == "/record":
