@@ -2,6 +2,7 @@
 
 pub mod asgi;
 pub mod config;
+pub mod conn_shared;
 pub mod control;
 pub mod http1;
 pub mod http2;

@@ -8,7 +8,7 @@ use super::http::{self, HttpContext};
 use super::runner::RequestQueue;
 use super::scope::ScopeBuilder;
 use super::websocket;
-use crate::worker::bridge::Event;
+use crate::asgi::bridge::Event;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! other is actually waiting: the I/O side through `io_waker`, the Python side through
 //! a `Wake` event on the bridge (batched, see worker/bridge.rs).
 
-use crate::worker::bridge::{Bridge, Event};
+use crate::asgi::bridge::{Bridge, Event};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};

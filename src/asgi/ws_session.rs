@@ -6,7 +6,7 @@
 //! (the I/O side through a `Notify`, the Python side through a `WsWake` bridge event).
 
 use super::exchange::{InflightGuard, ResponseHead};
-use crate::worker::bridge::{Bridge, Event};
+use crate::asgi::bridge::{Bridge, Event};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pyo3::prelude::*;

@@ -2,26 +2,26 @@
 //! move the request body in (only while the app's receive() asks for it) and the
 //! response out, then the next request (keep-alive, pipelining in order).
 
+use super::close::{linger_close, reject_and_close, write_error_response};
 use super::deadline::Deadline;
 use super::decode::{Decoder, Step};
-use super::encode::{self, BodyFraming, HeadOptions, RequestFacts};
+use super::encode::{self, BodyFraming, RequestFacts};
 use super::outq::OutQueue;
-use super::parse::{self, Framing, Limits, Outcome, Rejection};
+use super::parse::{self, Framing, Outcome, Rejection, H2_PREFACE};
 use super::sendfile::SendFile;
+use crate::asgi::bridge::Event;
 use crate::asgi::exchange::{
     ConnInfo, Exchange, InflightGuard, Piece, RequestHead, Session, HTTP1_WATER,
 };
 use crate::asgi::pathsend::FileReader;
-use crate::worker::bridge::{Bridge, Event};
+use crate::conn_shared::ConnShared;
 use bytes::{BufMut, BytesMut};
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -41,48 +41,6 @@ const PIPELINE_BUFFER: usize = 256 * 1024;
 /// File bytes sent with sendfile(2) in one turn before other connections get theirs.
 const SENDFILE_TURN: u64 = 4 * 1024 * 1024;
 
-/// What every connection of a worker shares.
-pub struct ConnShared {
-    pub bridge: Arc<Bridge>,
-    pub inflight: Arc<AtomicUsize>,
-    pub limits: Limits,
-    pub limit_concurrency: Option<usize>,
-    pub head: HeadOptions,
-    pub access_log: bool,
-    /// --root-path, for the access log.
-    pub root_path: Box<str>,
-    pub keep_alive: Duration,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    pub limit_request_body: Option<u64>,
-    /// --worker-connections.
-    pub max_connections: Option<usize>,
-    /// Counts requests for --max-requests.
-    pub recycle: Option<crate::worker::control::Recycle>,
-    /// Python -> I/O wakeups of http exchanges, handed out by one task.
-    pub wakeups: Arc<crate::asgi::exchange::IoWakeups>,
-    /// None with --ws none.
-    pub ws: Option<crate::ws::conn::WsSettings>,
-    /// Set once on a graceful stop: open WebSockets close with 1012.
-    pub ws_close: watch::Sender<bool>,
-    pub http2: crate::http2::H2Settings,
-    /// Set when serving HTTPS.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
-impl ConnShared {
-    /// Counts a new request in, or refuses it (None, logged) when that would go over
-    /// --limit-concurrency; the caller then answers 503. HTTP/1 and HTTP/2 share it.
-    pub fn admit(&self) -> Option<InflightGuard> {
-        let (guard, inflight) = InflightGuard::enter(&self.inflight);
-        if self.limit_concurrency.is_some_and(|limit| inflight > limit) {
-            crate::warn!("Exceeded concurrency limit.");
-            return None;
-        }
-        Some(guard)
-    }
-}
-
 enum Next {
     Head(parse::Head),
     /// The connection opened with the HTTP/2 preface (h2c by prior knowledge).
@@ -101,9 +59,6 @@ pub enum Handoff {
     /// h2c: by prior knowledge (no head), or by `Upgrade: h2c` on this request.
     Http2 { upgrade: Option<parse::Head> },
 }
-
-/// The client preface every HTTP/2 connection starts with (RFC 9113 3.4).
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serve HTTP/1.1 requests until the connection closes, or until it switches protocol:
 /// then the socket and what was read ahead are handed back.
@@ -247,43 +202,6 @@ async fn read_head<S: AsyncRead + Unpin>(
     }
 }
 
-/// Answer a request we refuse, then close without resetting the connection.
-pub async fn reject_and_close<S: AsyncRead + AsyncWrite + Unpin>(
-    mut io: S,
-    status: StatusCode,
-    shared: &ConnShared,
-) {
-    let mut out = BytesMut::with_capacity(256);
-    write_error_response(&mut out, status, shared);
-    if io.write_all(&out).await.is_ok() {
-        linger_close(io).await;
-    }
-}
-
-/// A short plain-text error response that closes the connection.
-fn write_error_response(out: &mut BytesMut, status: StatusCode, shared: &ConnShared) {
-    let body = status.canonical_reason().unwrap_or("Error");
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    let req = RequestFacts {
-        method: &Method::GET,
-        version: Version::HTTP_11,
-        keep_alive: false,
-    };
-    encode::write_head(
-        out,
-        status,
-        &headers,
-        Some(body.len() as u64),
-        &req,
-        &shared.head,
-    );
-    out.put_slice(body.as_bytes());
-}
-
 /// `Upgrade: h2c` on a request without a body (RFC 7540 3.2): with a body we answer
 /// over HTTP/1.1, which a server may always do.
 fn is_h2c_upgrade(head: &parse::Head) -> bool {
@@ -303,24 +221,6 @@ fn is_h2c_upgrade(head: &parse::Head) -> bool {
             .iter()
             .any(|(n, _)| n.as_str() == "http2-settings")
         && crate::http2::fits_upgrade(head)
-}
-
-/// Close our side, then read and drop what the client still sends for a moment: closing
-/// with unread data would reset the connection and could destroy the response we sent.
-pub(crate) async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
-    let _ = io.flush().await;
-    let _ = io.shutdown().await;
-    let mut sink = [0u8; 8192];
-    let mut budget = 1024 * 1024;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while budget > 0 {
-            match io.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => budget -= n.min(budget),
-            }
-        }
-    })
-    .await;
 }
 
 enum Done {

@@ -1,5 +1,6 @@
 //! Writing responses: the head (with the framing we choose), chunked data, the date.
 
+use crate::conn_shared::HeadOptions;
 use bytes::{BufMut, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, SERVER, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -15,11 +16,6 @@ pub enum BodyFraming {
     Chunked,
     /// HTTP/1.0 without a length: the body ends when the connection closes.
     UntilClose,
-}
-
-pub struct HeadOptions {
-    pub server_header: bool,
-    pub date_header: bool,
 }
 
 /// What the request says about the response.

@@ -1,22 +1,13 @@
 //! Request heads: parsed with httparse, then held to RFC 9110/9112's framing rules.
 //! Anything ambiguous is refused with one precise status before the app sees it.
 
+use crate::conn_shared::Limits;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, Method, StatusCode, Version};
 
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub request_line: usize,
-    pub fields: usize,
-    pub field_size: usize,
-}
-
-impl Limits {
-    /// The most bytes a head may take; beyond it the client is refused.
-    pub fn max_head(&self) -> usize {
-        self.request_line + 2 + self.fields * (self.field_size + 2) + 2
-    }
-}
+/// The client preface every HTTP/2 connection starts with (RFC 9113 3.4): a port that
+/// speaks HTTP/1.1 must tell it from a request line (prior knowledge).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rejection {

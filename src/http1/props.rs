@@ -3,7 +3,8 @@
 
 use super::decode::{Decoder, Step};
 use super::encode::{put_chunk, LAST_CHUNK};
-use super::parse::{parse, Limits, Outcome};
+use super::parse::{parse, Outcome};
+use crate::conn_shared::Limits;
 use bytes::BytesMut;
 use proptest::prelude::*;
 

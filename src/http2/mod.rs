@@ -6,7 +6,7 @@ mod stream;
 mod upgrade;
 
 use crate::asgi::exchange::ConnInfo;
-use crate::http1::conn::ConnShared;
+use crate::conn_shared::ConnShared;
 use crate::http1::parse;
 use bytes::{Buf, BytesMut};
 use std::io;
@@ -19,20 +19,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use upgrade::fits_upgrade;
-
-/// Per-worker HTTP/2 options (--http, --http2-*).
-#[derive(Clone, Copy)]
-pub struct H2Settings {
-    /// Cleartext connections may open with the HTTP/2 preface.
-    pub prior_knowledge: bool,
-    /// `Upgrade: h2c` is honoured.
-    pub upgrade: bool,
-    /// Every connection speaks HTTP/2 (--http 2).
-    pub only: bool,
-    pub max_concurrent_streams: u32,
-    pub max_header_list_size: u32,
-    pub max_frame_size: u32,
-}
 
 /// Stream window: how much request body a client may send ahead of the app.
 const STREAM_WINDOW: u32 = 1024 * 1024;

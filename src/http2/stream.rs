@@ -3,10 +3,10 @@
 //! flow control.
 
 use super::StreamGuard;
+use crate::asgi::bridge::Event;
 use crate::asgi::exchange::{ConnInfo, Exchange, Piece, RequestHead, Session, STREAM_WATER};
 use crate::asgi::pathsend::FileReader;
-use crate::http1::conn::ConnShared;
-use crate::worker::bridge::Event;
+use crate::conn_shared::ConnShared;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};

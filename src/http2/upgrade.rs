@@ -7,8 +7,8 @@
 //! decoder's dynamic table untouched, so the client's own header compression state
 //! stays in step with the server's.
 
-use crate::http1::conn::{ConnShared, H2_PREFACE};
-use crate::http1::parse;
+use crate::conn_shared::ConnShared;
+use crate::http1::parse::{self, H2_PREFACE};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -1,7 +1,7 @@
 //! The worker's end of the control channel: the boot message, reports to the master,
 //! and a thread that turns the master's orders (and a direct SIGTERM) into bridge events.
 
-use super::bridge::{Bridge, Event};
+use crate::asgi::bridge::{Bridge, Event};
 use crate::control::{encode, ToMaster, ToWorker};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

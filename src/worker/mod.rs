@@ -4,22 +4,19 @@
 //! `ferrocorn-io` thread runs tokio and the protocols; the `ferrocorn-control` thread reads the
 //! master's orders. Only the main thread ever holds the GIL for our code.
 
-pub mod bridge;
 pub mod control;
 mod server;
 mod signals;
 mod stacks;
 
+use crate::asgi::bridge::{self, Bridge};
 use crate::asgi::dispatch::Dispatcher;
 use crate::asgi::exchange::IoWakeups;
 use crate::asgi::http::HttpContext;
 use crate::asgi::scope::ScopeBuilder;
 use crate::config::{Config, HttpMode, LogLevel};
+use crate::conn_shared::{ConnShared, H2Settings, HeadOptions, Limits, WsSettings};
 use crate::control::{ListenerSpec, ToMaster, ToWorker};
-use crate::http1::conn::ConnShared;
-use crate::http1::encode::HeadOptions;
-use crate::http1::parse::Limits;
-use bridge::Bridge;
 use control::ControlChannel;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -149,7 +146,7 @@ impl WorkerCore {
             .map_err(runtime_error)?
             .map(tokio_rustls::TlsAcceptor::from);
         let secs = std::time::Duration::from_secs_f64;
-        let ws = c.websockets_enabled().then(|| crate::ws::conn::WsSettings {
+        let ws = c.websockets_enabled().then(|| WsSettings {
             max_size: c.ws_max_size,
             max_queue: c.ws_max_queue,
             ping_interval: (c.ws_ping_interval > 0.0).then(|| secs(c.ws_ping_interval)),
@@ -157,7 +154,7 @@ impl WorkerCore {
             per_message_deflate: c.ws_per_message_deflate,
         });
         let cleartext_h2 = c.http == HttpMode::Auto && tls.is_none();
-        let http2 = crate::http2::H2Settings {
+        let http2 = H2Settings {
             prior_knowledge: cleartext_h2,
             upgrade: cleartext_h2,
             only: c.http == HttpMode::Http2,

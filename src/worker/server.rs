@@ -4,10 +4,12 @@
 //! graceful stop: HTTP first, then WebSockets are closed with 1012. It never touches
 //! Python.
 
+use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::ConnInfo;
+use crate::conn_shared::ConnShared;
 use crate::control::ListenerSpec;
-use crate::http1::conn::{self, ConnShared, Handoff};
-use crate::worker::bridge::{Bridge, Event};
+use crate::http1::close::reject_and_close;
+use crate::http1::conn::{self, Handoff};
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -181,8 +183,8 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     let status = http::StatusCode::SERVICE_UNAVAILABLE;
                     match accepted.stream {
-                        Stream::Tcp(s) => conn::reject_and_close(s, status, &shared).await,
-                        Stream::Unix(s, _) => conn::reject_and_close(s, status, &shared).await,
+                        Stream::Tcp(s) => reject_and_close(s, status, &shared).await,
+                        Stream::Unix(s, _) => reject_and_close(s, status, &shared).await,
                     }
                 });
             }

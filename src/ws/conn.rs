@@ -5,29 +5,21 @@
 use super::deflate::{self, Codec};
 use super::frame::{self, Failure, FrameHead};
 use super::handshake::{self, Upgrade};
+use crate::asgi::bridge::Event;
 use crate::asgi::exchange::{
     ConnInfo, InflightGuard, RequestHead, ResponseHead, Session, STREAM_WATER,
 };
 use crate::asgi::ws_session::{Decision, Message, Outgoing, WsSession};
-use crate::http1::conn::{linger_close, reject_and_close, ConnShared};
+use crate::conn_shared::{ConnShared, WsSettings};
+use crate::http1::close::{linger_close, reject_and_close};
 use crate::http1::encode::{self, BodyFraming, RequestFacts};
 use crate::http1::parse;
-use crate::worker::bridge::Event;
 use bytes::{Buf, BufMut, BytesMut};
 use http::{Method, StatusCode, Version};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-
-/// Per-worker WebSocket options (--ws-*).
-pub struct WsSettings {
-    pub max_size: usize,
-    pub max_queue: usize,
-    pub ping_interval: Option<Duration>,
-    pub ping_timeout: Duration,
-    pub per_message_deflate: bool,
-}
 
 /// How long we wait for the client's close frame after sending ours.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);

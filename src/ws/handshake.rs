@@ -1,7 +1,8 @@
 //! The opening handshake: recognising an upgrade request, checking it, and writing the
 //! 101 response once the app accepts.
 
-use crate::http1::encode::{put_header, put_server_and_date, HeadOptions};
+use crate::conn_shared::HeadOptions;
+use crate::http1::encode::{put_header, put_server_and_date};
 use crate::http1::parse::Head;
 use base64::Engine;
 use bytes::{BufMut, BytesMut};
