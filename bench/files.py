@@ -5,8 +5,9 @@ uvicorn when asked (no pathsend: Starlette reads the file in 64 KiB chunks).
     bench/.venv/bin/python bench/files.py                 # 3 rounds, 10 s each
     bench/.venv/bin/python bench/files.py --rounds 1 --duration 5 --servers ferrocorn,granian
 
-Uses run.py's server commands, /proc accounting and wrk parsing; prints req/s, MB/s and
-server CPU per request (and per MiB), median over rounds, with ratios against granian.
+Shares run.py's modules (server commands, process lifecycle, /proc accounting, wrk
+parsing, environment header); prints req/s, MB/s and server CPU per request (and per
+MiB), median over rounds, with ratios against granian.
 """
 
 import argparse
@@ -20,7 +21,28 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # noqa: E402  (bench/run.py: server commands, accounting, wrk)
+# ruff: noqa: E402 (bench/'s modules below, importable once bench/ is on sys.path)
+from lifecycle import (
+    RunFailed,
+    free_port,
+    http_request,
+    start_server,
+    stop_all_servers,
+    stop_server,
+    terminate,
+    wait_ready,
+)
+from load import run_wrk
+from procstats import cpu_during
+from report import (
+    FERROCORN_DISTS,
+    PEER_DISTS,
+    dist_versions,
+    fmt_ratio,
+    git_revision,
+    machine,
+)
+from servers import FERROCORN_PYTHON, HERE, HOST, PEERS_BIN, ROOT, server_command
 
 APP = "examples.files:app"
 # name: (path, size in bytes, wrk connections)
@@ -41,64 +63,47 @@ def make_files(directory: Path) -> None:
 
 
 def check(port: int, path: str, size: int) -> None:
-    status, body = run.http_request(port, path, timeout=30)
+    status, body = http_request(port, path, timeout=30)
     if status != 200 or len(body) != size:
-        raise run.RunFailed(f"GET {path}: {status}, {len(body)} bytes instead of {size}")
+        raise RunFailed(f"GET {path}: {status}, {len(body)} bytes instead of {size}")
 
 
 def measure(server: str, size_name: str, args, files: Path, logdir: Path) -> dict | None:
     path, size, connections = SIZES[size_name]
-    port = run.free_port()
+    port = free_port()
     log = logdir / f"files-{server}-{size_name}.log"
-    env = dict(os.environ, PYTHONPATH=str(run.ROOT), FERROCORN_BENCH_FILES=str(files))
-    with log.open("wb") as logfile:
-        proc = subprocess.Popen(
-            run.server_command(server, APP, port),
-            cwd=run.ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    run.LIVE[proc.pid] = proc
+    env = dict(os.environ, PYTHONPATH=str(ROOT), FERROCORN_BENCH_FILES=str(files))
+    proc = start_server(server_command(server, APP, port), log, env)
     try:
         ready_line = log if server == "ferrocorn" else None
-        run.wait_ready(port, "/1m", proc, args.boot_timeout, ready_line)
+        wait_ready(port, "/1m", proc, args.boot_timeout, ready_line)
         check(port, path, size)
-        url = f"http://{run.HOST}:{port}{path}"
-        run.run_wrk(url, 2, connections, None, args.threads)  # warm-up
-        cpu0, busy0, kids0 = (
-            run.tree_cpu_seconds(proc.pid),
-            run.machine_busy_seconds(),
-            run.children_cpu_seconds(),
+        url = f"http://{HOST}:{port}{path}"
+        run_wrk(url, 2, connections, None, args.threads)  # warm-up
+        result, use = cpu_during(
+            proc.pid, lambda: run_wrk(url, args.duration, connections, None, args.threads)
         )
-        t0 = time.monotonic()
-        result = run.run_wrk(url, args.duration, connections, None, args.threads)
-        elapsed = time.monotonic() - t0
-        cpu = run.tree_cpu_seconds(proc.pid) - cpu0
-        busy, wrk_cpu = run.machine_busy_seconds() - busy0, run.children_cpu_seconds() - kids0
         if proc.poll() is not None:
-            raise run.RunFailed(f"server died (status {proc.returncode})")
+            raise RunFailed(f"server died (status {proc.returncode})")
         requests = max(result["requests"], 1)
+        cpu = use.server
         return {
             "rps": result["rps"],
-            "mbps": result["requests"] * size / elapsed / 1e6,
+            "mbps": result["requests"] * size / use.elapsed / 1e6,
             "cpu_us_per_req": cpu / requests * 1e6,
             "cpu_ms_per_gb": cpu / (requests * size / 1e9) * 1e3,
             "p99_ms": result["p99_ms"],
             "errors": result["errors"],
-            "cores": cpu / elapsed,
-            "wrk_cores": wrk_cpu / elapsed,
-            # Whatever else kept the CPUs busy meanwhile (other processes, this script).
-            "other_cores": max(0.0, busy - cpu - wrk_cpu) / elapsed,
+            "cores": use.server_cores,
+            "wrk_cores": use.load_cores,
+            "other_cores": use.other_cores,
         }
-    except (run.RunFailed, OSError, subprocess.TimeoutExpired) as exc:
+    except (RunFailed, OSError, subprocess.TimeoutExpired) as exc:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         print(f"{server} {size_name}: FAILED: {exc}\n{tail}", file=sys.stderr)
         return None
     finally:
-        run.stop_server(proc)
+        stop_server(proc)
 
 
 def main() -> int:
@@ -112,14 +117,14 @@ def main() -> int:
     args = parser.parse_args()
     servers = [s for s in args.servers.split(",") if s]
     sizes = [s for s in args.sizes.split(",") if s]
-    signal.signal(signal.SIGTERM, run._terminate)
+    signal.signal(signal.SIGTERM, terminate)
     files = (
         Path(os.environ.get("FERROCORN_BENCH_FILES", tempfile.gettempdir()))
         / "ferrocorn-bench-files"
     )
     files.mkdir(exist_ok=True)
     make_files(files)
-    logdir = run.HERE / "out"
+    logdir = HERE / "out"
     logdir.mkdir(exist_ok=True)
     results: dict[tuple[str, str], list[dict]] = {}
     try:
@@ -130,19 +135,19 @@ def main() -> int:
                     if data:
                         results.setdefault((size_name, server), []).append(data)
     finally:
-        run.stop_all_servers()
+        stop_all_servers()
 
     def med(size_name, server, key):
         runs = results.get((size_name, server))
         return statistics.median(r[key] for r in runs) if runs else None
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    ferrocorn = run.dist_versions(run.FERROCORN_PYTHON, run.FERROCORN_DISTS)
+    ferrocorn = dist_versions(FERROCORN_PYTHON, FERROCORN_DISTS)
     print(f"# File serving (Starlette FileResponse), {stamp}")
     load = f"wrk -t{args.threads}, median of rounds"
-    print(f"{args.rounds} rounds x {args.duration} s, {load}; {run.machine()}")
-    print(f"peers: {run.dist_versions(str(run.PEERS_BIN / 'python'), run.PEER_DISTS)}")
-    print(f"ferrocorn: {ferrocorn}, {run.git_revision()}")
+    print(f"{args.rounds} rounds x {args.duration} s, {load}; {machine()}")
+    print(f"peers: {dist_versions(str(PEERS_BIN / 'python'), PEER_DISTS)}")
+    print(f"ferrocorn: {ferrocorn}, {git_revision()}")
     print()
     columns = [
         "file", "server", "conns", "req/s", "MB/s", "CPU µs/req", "CPU ms/GB",
@@ -168,7 +173,7 @@ def main() -> int:
                 f"{med(size_name, server, 'wrk_cores'):.2f}",
                 f"{med(size_name, server, 'other_cores'):.2f}",
                 f"{med(size_name, server, 'p99_ms'):.1f}", str(errors),
-                run.fmt_ratio(rps, base_rps), run.fmt_ratio(cpu, base_cpu),
+                fmt_ratio(rps, base_rps), fmt_ratio(cpu, base_cpu),
             ]  # fmt: skip
             print("| " + " | ".join(cells) + " |")
     return 0
