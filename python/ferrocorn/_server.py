@@ -143,18 +143,21 @@ class Server:
                 pass  # that loop is closed
 
     async def _changed(self, timeout: float | None) -> None:
-        """Wait until the server is ready or exits, or `timeout` passes."""
+        """Wait until the server is ready or exits, or `timeout` passes. (A plain
+        future and call_later, not asyncio.wait_for, which before Python 3.12 can
+        swallow a cancellation that arrives as it times out.)"""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             self._waiters.append((loop, future))
         if self._exited_event.is_set():
             _resolve(future)
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            pass
+            await future
         finally:
+            if timer is not None:
+                timer.cancel()
             with self._lock:
                 if (loop, future) in self._waiters:
                     self._waiters.remove((loop, future))
