@@ -420,3 +420,26 @@ def test_the_server_stops_when_its_parent_dies():
             os.killpg(parent.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_ready_is_read_from_the_error_logfile(tmp_path):
+    logfile = tmp_path / "error.log"
+    logfile.write_text("an older line\n")
+
+    async def main():
+        config = ferrocorn.Config(
+            "check_apps:app", app_dir=str(APPS_DIR), port=0, error_logfile=logfile
+        )
+        server, task = await _serve_once(config)
+        assert httpx.get(server.url + "/f").status_code == 200
+        await server.shutdown()
+        await task
+        return server
+
+    server = asyncio.run(main())
+    assert server.exit_code == 0
+    assert server.log.startswith("INFO:     Started master process")
+    assert "an older line" not in server.log
+    text = logfile.read_text()
+    assert text.startswith("an older line\nINFO:     Started master process")
+    assert text.endswith(server.log)
