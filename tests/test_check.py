@@ -211,3 +211,34 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_unix_socket_error_logfile_and_tls(tmp_path):
+    import trustme
+
+    # Over a Unix socket, with the log in a file (where check reads "ready" from).
+    sock, log = tmp_path / "c.sock", tmp_path / "error.log"
+    out, report, checks = check_json(
+        "check_apps:app", "--uds", str(sock), "--error-logfile", str(log), "--path", "/u"
+    )
+    assert out.returncode == 0, out.stdout
+    assert checks["GET /u"]["status"] == 200
+    assert "ferrocorn running on unix socket" in log.read_text()
+    # Over TLS (the check's client doesn't verify the certificate).
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    out, report, checks = check_json(
+        "check_apps:app",
+        "--ssl-certfile",
+        str(certfile),
+        "--ssl-keyfile",
+        str(keyfile),
+        "--path",
+        "/t",
+    )
+    assert out.returncode == 0, out.stdout
+    assert checks["GET /t"]["status"] == 200
+    assert "https://127.0.0.1:" in report["log"]

@@ -102,6 +102,12 @@ def parse(args: list[str]) -> dict[str, Any]:
     if not given & {"--port", "--uds", "--fd"}:
         serve += ["--port", "0"]
     tls = any(a.split("=", 1)[0] == "--ssl-certfile" for a in serve)
+    error_logfile = None
+    for j, a in enumerate(serve):
+        if a == "--error-logfile" and j + 1 < len(serve):
+            error_logfile = serve[j + 1]
+        elif a.startswith("--error-logfile="):
+            error_logfile = a.split("=", 1)[1]
     return {
         "app": app,
         "paths": paths,
@@ -110,6 +116,7 @@ def parse(args: list[str]) -> dict[str, Any]:
         "log_level": log_level,
         "serve": serve,
         "tls": tls,
+        "error_logfile": error_logfile,
     }
 
 
@@ -180,6 +187,7 @@ def run_check(opts: dict[str, Any]) -> dict[str, Any]:
         [opts["app"], *opts["serve"], "--check-report", directory],
         log_level=opts["log_level"],
         forward=False,
+        error_logfile=opts["error_logfile"],
     )
     try:
         master.start()
