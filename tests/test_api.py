@@ -443,3 +443,30 @@ def test_ready_is_read_from_the_error_logfile(tmp_path):
     text = logfile.read_text()
     assert text.startswith("an older line\nINFO:     Started master process")
     assert text.endswith(server.log)
+
+
+def test_serve_on_a_socket_the_caller_bound():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    async def main():
+        server = ferrocorn.Server(ferrocorn.Config("check_apps:app", app_dir=str(APPS_DIR)))
+        task = asyncio.create_task(server.serve(sockets=[listener]))
+        await server.wait_started(30)
+        assert (server.url, server.port) == (f"http://127.0.0.1:{port}", port)
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/s")
+        await server.shutdown()
+        await task
+        return response, server
+
+    with listener:
+        response, server = asyncio.run(main())
+        assert response.text.startswith("/s ")
+        assert server.exit_code == 0
+        # The caller's socket is still its own, still open.
+        assert listener.fileno() >= 0 and listener.getsockname()[1] == port
+    with pytest.raises(ValueError):
+        asyncio.run(ferrocorn.Server(ferrocorn.Config("m:app")).serve(sockets=[1, 2]))

@@ -55,8 +55,10 @@ class Master:
         error_logfile: str | None = None,
         on_ready: Callable[[], None] | None = None,
         on_exit: Callable[[], None] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.argv = argv
+        self.pass_fds = pass_fds  # kept open in the child under the same numbers
         self.forward = forward
         self.min_forward = LEVELS.index(log_level)
         self.error_logfile = error_logfile
@@ -91,7 +93,7 @@ class Master:
                 [sys.executable, *flags, "-m", "ferrocorn._child", str(read_fd), *argv],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(read_fd,),
+                pass_fds=(read_fd, *self.pass_fds),
             )
         except BaseException:
             os.close(self._parent_fd)

@@ -94,12 +94,21 @@ class Server:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ running
-    def _start(self) -> Master:
+    def _start(self, sockets: list[Any] | None = None) -> Master:
         """Start the master process (non-blocking); the same for sync and async use."""
         if self._master is not None:
             raise RuntimeError("this Server has already been started")
         level = self.config.log_level
         options = {k: v for k, v in self.config.options.items() if k != "log_level"}
+        pass_fds: tuple[int, ...] = ()
+        if sockets:
+            # uvicorn's serve(sockets=[sock]): the master serves it as --fd.
+            if len(sockets) != 1:
+                raise ValueError("ferrocorn serves one listening socket, not several")
+            fd = sockets[0].fileno()
+            options = {k: v for k, v in options.items() if k not in ("uds", "fd")}
+            options["fd"] = fd
+            pass_fds = (fd,)
         argv = _options.to_argv(self.config.import_string, options)
         master = Master(
             argv,
@@ -107,6 +116,7 @@ class Server:
             error_logfile=os.fspath(logfile) if (logfile := self.config.error_logfile) else None,
             on_ready=self._on_ready,
             on_exit=self._on_exit,
+            pass_fds=pass_fds,
         )
         self._master = master
         master.start()
@@ -163,12 +173,10 @@ class Server:
                     self._waiters.remove((loop, future))
 
     async def serve(self, sockets: list[Any] | None = None) -> None:
-        """Run the server until it stops (see the class docstring)."""
-        if sockets:
-            raise NotImplementedError(
-                "ferrocorn's Server.serve() binds its own socket; pass host/port, uds or fd"
-            )
-        master = self._start()
+        """Run the server until it stops (see the class docstring). `sockets`: one
+        listening socket to serve on instead of binding (as uvicorn's); this process
+        keeps it open."""
+        master = self._start(sockets)
         signalled: int | None = None
         try:
             while not self._exited_event.is_set():
