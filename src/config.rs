@@ -309,6 +309,11 @@ pub struct Config {
     /// Oldest TLS version accepted.
     #[arg(long, value_enum, default_value = "1.2")]
     pub ssl_min_version: TlsVersion,
+
+    /// Internal, for `ferrocorn check` (python/ferrocorn/_check.py): each worker writes
+    /// its plain-python contract report into this directory once lifespan startup is done.
+    #[arg(long, hide = true)]
+    pub check_report: Option<String>,
 }
 
 impl Config {

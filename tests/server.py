@@ -26,10 +26,12 @@ class Server:
         cwd: Path = APPS_DIR,
         env: dict | None = None,
         error_log: Path | None = None,
+        cmd: list[str] | None = None,
     ):
         # With --error-logfile the server logs there instead of stderr.
         self.error_log = error_log
-        cmd = [sys.executable, "-m", "ferrocorn", app, "--port", "0", *args]
+        # `cmd` replaces the command line (a Python program that serves, say).
+        cmd = cmd or [sys.executable, "-m", "ferrocorn", app, "--port", "0", *args]
         self.proc = subprocess.Popen(
             cmd,
             cwd=cwd,

@@ -1,4 +1,5 @@
-"""The `ferrocorn` command: hands the command line to the Rust master."""
+"""The `ferrocorn` command: hands the command line to the Rust master, or runs
+`ferrocorn check` (python/ferrocorn/_check_cmd.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,12 @@ def serve(args: list[str]) -> int:
 
 
 def main() -> None:
-    sys.exit(serve(sys.argv[1:]))
+    args = sys.argv[1:]
+    if args[:1] == ["check"]:
+        from ferrocorn._check_cmd import main as check
+
+        sys.exit(check(args[1:]))
+    sys.exit(serve(args))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,11 @@ class Worker:
         requests = _requests.make(loop, app, self.config["task_impl"])
         fd = self.core.serve(loop, requests, lifespan.state, self.on_control)
         loop.add_reader(fd, self.core.drain)
+        if self.config.get("check_report"):
+            # `ferrocorn check`: the contract probe, as app code would run, before ready.
+            from ferrocorn import _check
+
+            await _check.run_in_worker(self.config["check_report"])
         self.core.ready()
         self.heartbeat()
 

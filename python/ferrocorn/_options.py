@@ -1,0 +1,206 @@
+"""The command-line options as Python keywords, for `run()`, `Config` and `check`.
+
+One row per option of `ferrocorn --help` (src/config.rs); tests/test_api.py checks that
+the two lists agree, defaults included. Keywords take the option's name with
+underscores, as uvicorn's `run()` and `Config` do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+# How a keyword becomes arguments.
+VALUE = "value"  # --name VALUE
+FLAG = "flag"  # True: --name; False: nothing (no --no- form)
+NEGATABLE = "negatable"  # True: --name; False: --no-name
+BOOL_VALUE = "bool_value"  # --name true|false
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # keyword name, underscores
+    kind: str
+    type: type | tuple[type, ...]
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    flag: str = ""  # the command-line name when it isn't --<name with dashes>
+
+    @property
+    def cli(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+PATH = (str, os.PathLike)
+NUMBER = (int, float)
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
+
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in [
+        Option("host", VALUE, str, "127.0.0.1"),
+        Option("port", VALUE, int, 8000),
+        Option("uds", VALUE, PATH),
+        Option("fd", VALUE, int),
+        Option("backlog", VALUE, int, 2048),
+        Option("workers", VALUE, int, 1),
+        Option("app_dir", VALUE, PATH, "."),
+        Option("factory", FLAG, bool, False),
+        Option("lifespan", VALUE, str, "auto", ("auto", "on", "off")),
+        Option("loop", VALUE, str, "auto", ("auto", "asyncio", "uvloop")),
+        Option("task_impl", VALUE, str, "task", ("task", "runner")),
+        Option("root_path", VALUE, str, ""),
+        Option("timeout_keep_alive", VALUE, NUMBER, 5.0),
+        Option("timeout_request_header", VALUE, NUMBER, 30.0),
+        Option("timeout_graceful_shutdown", VALUE, NUMBER),
+        Option("log_level", VALUE, (str, int), "info", LOG_LEVELS),
+        Option("access_log", NEGATABLE, bool, True),
+        Option("server_header", NEGATABLE, bool, True),
+        Option("date_header", NEGATABLE, bool, True),
+        Option("limit_concurrency", VALUE, int),
+        Option("limit_request_line", VALUE, int, 8190),
+        Option("limit_request_fields", VALUE, int, 100),
+        Option("limit_request_field_size", VALUE, int, 8190),
+        Option("limit_request_body", VALUE, int),
+        Option("timeout_request_body", VALUE, NUMBER, 30.0),
+        Option("worker_connections", VALUE, int),
+        Option("max_requests", VALUE, int),
+        Option("max_requests_jitter", VALUE, int, 0),
+        Option("timeout", VALUE, NUMBER, 30.0),
+        Option("graceful_timeout", VALUE, NUMBER),
+        Option("error_logfile", VALUE, PATH),
+        Option("access_logfile", VALUE, PATH),
+        Option("pid", VALUE, PATH),
+        Option(
+            "ws",
+            VALUE,
+            str,
+            "auto",
+            ("auto", "none", "websockets", "websockets-sansio", "wsproto"),
+        ),
+        Option("ws_max_size", VALUE, int, 16 * 1024 * 1024),
+        Option("ws_max_queue", VALUE, int, 32),
+        Option("ws_ping_interval", VALUE, NUMBER, 20.0),
+        Option("ws_ping_timeout", VALUE, NUMBER, 20.0),
+        Option("ws_per_message_deflate", BOOL_VALUE, bool, True),
+        Option("http", VALUE, (str, int), "auto", ("auto", "1", "2", "h11", "httptools")),
+        Option("http2_max_concurrent_streams", VALUE, int, 100),
+        Option("http2_max_header_list_size", VALUE, int, 65536),
+        Option("http2_max_frame_size", VALUE, int, 16384),
+        Option("ssl_certfile", VALUE, PATH),
+        Option("ssl_keyfile", VALUE, PATH),
+        Option("ssl_keyfile_password", VALUE, str),
+        Option("ssl_ca_certs", VALUE, PATH),
+        Option("ssl_cert_reqs", VALUE, int, 0),
+        Option("ssl_min_version", VALUE, str, "1.2", ("1.2", "1.3")),
+    ]
+}
+
+# Other spellings the command line accepts (uvicorn's names for gunicorn's options).
+ALIASES = {
+    "limit_max_requests": "max_requests",
+    "limit_max_requests_jitter": "max_requests_jitter",
+}
+
+# uvicorn options ferrocorn has no equivalent for: named in the error, not guessed at.
+UVICORN_ONLY = {
+    "reload",
+    "reload_dirs",
+    "reload_includes",
+    "reload_excludes",
+    "reload_delay",
+    "env_file",
+    "log_config",
+    "use_colors",
+    "interface",
+    "proxy_headers",
+    "forwarded_allow_ips",
+    "headers",
+    "ssl_version",
+    "ssl_ciphers",
+    "h11_max_incomplete_event_size",
+    "timeout_notify",
+    "callback_notify",
+    "ws_max_queue_size",
+}
+
+# logging's numeric levels, which uvicorn accepts for log_level.
+NUMERIC_LEVELS = {5: "trace", 10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
+
+
+def lookup(name: str) -> Option:
+    """The option for a keyword, or a TypeError that says what went wrong."""
+    option = OPTIONS.get(ALIASES.get(name, name))
+    if option is not None:
+        return option
+    if name in UVICORN_ONLY:
+        raise TypeError(f"ferrocorn has no option {name!r} (a uvicorn option ferrocorn lacks)")
+    known = [*OPTIONS, *ALIASES]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise TypeError(f"ferrocorn has no option {name!r}{hint}")
+
+
+def normalise(name: str, value: Any) -> str | bool | None:
+    """Check one keyword's value: TypeError for a wrong type, ValueError for a value the
+    option doesn't take. Returns the value as the command line spells it (or a bool)."""
+    option = lookup(name)
+    if value is None:
+        return None
+    if option.kind in (FLAG, NEGATABLE, BOOL_VALUE):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, option.type):
+        wanted = {
+            str: "a string",
+            int: "an integer",
+            NUMBER: "a number",
+            PATH: "a path",
+            (str, int): "a string",
+        }[option.type]
+        raise TypeError(f"{name} must be {wanted}, not {value!r}")
+    if option.name == "log_level" and isinstance(value, int):
+        if value not in NUMERIC_LEVELS:
+            raise ValueError(f"log_level {value} is not one of logging's levels")
+        value = NUMERIC_LEVELS[value]
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    if option.choices:
+        text = text.lower()
+        if text not in option.choices:
+            raise ValueError(f"{name} must be one of {', '.join(option.choices)}, not {value!r}")
+    if option.type is int and value < 0:
+        raise ValueError(f"{name} must not be negative, not {value}")
+    if option.name == "port" and value > 65535:
+        raise ValueError(f"port must be 0 to 65535, not {value}")
+    return text
+
+
+def to_argv(app: str, options: dict[str, Any]) -> list[str]:
+    """The command line for `app` and keyword options, checked as `normalise` does."""
+    argv = [app]
+    for name, value in options.items():
+        value = normalise(name, value)
+        option = lookup(name)
+        if value is None or (option.kind == FLAG and value is False):
+            continue
+        if option.kind == BOOL_VALUE:
+            argv += [option.cli, "true" if value else "false"]
+        elif value is True:
+            argv.append(option.cli)
+        elif value is False:
+            argv.append("--no-" + option.cli[2:])
+        else:
+            argv += [option.cli, value]
+    return argv
+
+
+def takes_value(arg: str) -> bool:
+    """Whether a command-line option consumes the next argument (for finding APP)."""
+    if not arg.startswith("--") or "=" in arg:
+        return False
+    name = arg[2:].replace("-", "_")
+    option = OPTIONS.get(ALIASES.get(name, name))
+    return option is not None and option.kind in (VALUE, BOOL_VALUE)
