@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,24 +30,7 @@ class UvicornServer(Server):
     once lifespan startup is over, and has no "ferrocorn ready" line."""
 
     def __init__(self, app: str, *args: str, env: dict | None = None):
-        self.error_log = None
-        self.proc = subprocess.Popen(
-            server_command(app, *args),
-            cwd=APPS_DIR,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self._lock = threading.Lock()
-        for stream, sink in ((self.proc.stdout, self._out), (self.proc.stderr, self._err)):
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
-        self.url = ""
-        self.host = ""
-        self.port = 0
+        super().__init__(app, env=env, cmd=server_command(app, *args))
 
     def start(self, timeout: float = 20.0) -> Server:
         running = self.wait_for_log(r"running on (https?://\S+|unix socket \S+)", timeout)
