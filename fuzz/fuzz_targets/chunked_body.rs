@@ -2,8 +2,8 @@
 //! decoder must never panic and never yield more bytes than it was given.
 #![no_main]
 
-use bytes::BytesMut;
 use _ferrocorn::http1::decode::{Decoder, Step};
+use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,8 +2,9 @@
 //! never panic, and never consume more than it was given.
 #![no_main]
 
+use _ferrocorn::conn_shared::Limits;
+use _ferrocorn::http1::parse::{parse, Outcome};
 use bytes::BytesMut;
-use _ferrocorn::http1::parse::{parse, Limits, Outcome};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
