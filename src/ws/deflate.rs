@@ -281,7 +281,7 @@ mod tests {
     }
 
     /// xorshift64: incompressible bytes without a dependency.
-    fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+    pub(super) fn noise(n: usize, mut seed: u64) -> Vec<u8> {
         (0..n)
             .map(|_| {
                 seed ^= seed << 13;
@@ -385,17 +385,7 @@ mod props {
         let run = (0u8..3, 1usize..40_000, any::<u64>()).prop_map(|(kind, len, seed)| match kind {
             0 => vec![0u8; len],
             1 => b"ferrocorn ".iter().copied().cycle().take(len).collect(),
-            _ => {
-                let mut s = seed | 1;
-                (0..len)
-                    .map(|_| {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        s as u8
-                    })
-                    .collect()
-            }
+            _ => super::tests::noise(len, seed | 1),
         });
         prop::collection::vec(run, 1..6).prop_map(|runs| runs.concat())
     }
