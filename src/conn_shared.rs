@@ -37,6 +37,8 @@ pub struct ConnShared {
     pub http2: H2Settings,
     /// Set when serving HTTPS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Forwarded headers and the PROXY protocol.
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 impl ConnShared {

@@ -8,6 +8,7 @@ pub mod http1;
 pub mod http2;
 pub mod log;
 pub mod master;
+pub mod proxy;
 pub mod tls;
 pub mod worker;
 pub mod ws;

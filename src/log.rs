@@ -110,13 +110,14 @@ pub fn access(line: &str) {
 /// `127.0.0.1:51234 - "GET /root/path?q=1 HTTP/1.1"`. As uvicorn, the path includes the
 /// root path the app is mounted at.
 pub fn access_request(
-    client: Option<std::net::SocketAddr>,
+    client: Option<&dyn std::fmt::Display>,
     method: &http::Method,
     root_path: &str,
     target: &[u8],
     version: &str,
 ) -> Box<str> {
-    // Empty without a client address (a Unix socket), as uvicorn writes it.
+    // Empty without a client address (a Unix socket), as uvicorn writes it. The
+    // client is the one forwarded headers named, if a trusted proxy sent them.
     let client = client.map_or_else(String::new, |a| a.to_string());
     let target = String::from_utf8_lossy(target);
     format!("{client} - \"{method} {root_path}{target} {version}\"").into_boxed_str()

@@ -35,6 +35,8 @@ class Option:
 
 PATH = (str, os.PathLike)
 NUMBER = (int, float)
+# An address list, as a comma-separated string or a list of strings (uvicorn takes both).
+TRUST_LIST = (str, list, tuple)
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
 
 OPTIONS: dict[str, Option] = {
@@ -95,6 +97,11 @@ OPTIONS: dict[str, Option] = {
         Option("ssl_ca_certs", VALUE, PATH),
         Option("ssl_cert_reqs", VALUE, int, 0),
         Option("ssl_min_version", VALUE, str, "1.2", ("1.2", "1.3")),
+        Option("proxy_headers", NEGATABLE, bool, True),
+        Option("forwarded_allow_ips", VALUE, TRUST_LIST, "127.0.0.1,::1"),
+        Option("forwarded_host", FLAG, bool, False),
+        Option("proxy_protocol", VALUE, str, "off", ("off", "v1", "v2", "auto")),
+        Option("proxy_allow_from", VALUE, TRUST_LIST, "127.0.0.1,::1"),
     ]
 }
 
@@ -115,8 +122,6 @@ UVICORN_ONLY = {
     "log_config",
     "use_colors",
     "interface",
-    "proxy_headers",
-    "forwarded_allow_ips",
     "headers",
     "ssl_version",
     "ssl_ciphers",
@@ -160,8 +165,13 @@ def normalise(name: str, value: Any) -> str | bool | None:
             NUMBER: "a number",
             PATH: "a path",
             (str, int): "a string",
+            TRUST_LIST: "a string or a list of strings",
         }[option.type]
         raise TypeError(f"{name} must be {wanted}, not {value!r}")
+    if option.type is TRUST_LIST and not isinstance(value, str):
+        if not all(isinstance(item, str) for item in value):
+            raise TypeError(f"{name} must be a string or a list of strings, not {value!r}")
+        value = ",".join(value)
     if option.name == "log_level" and isinstance(value, int):
         if value not in NUMERIC_LEVELS:
             raise ValueError(f"log_level {value} is not one of logging's levels")

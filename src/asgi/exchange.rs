@@ -54,6 +54,8 @@ pub struct ConnInfo {
     pub tls: Option<crate::tls::TlsInfo>,
     /// The `tls` extension dict, made once per connection on the Python thread.
     pub py_tls: OnceLock<Py<PyAny>>,
+    /// The peer is in --forwarded-allow-ips: requests' forwarded headers are read.
+    pub forwarded_trusted: bool,
 }
 
 impl ConnInfo {
@@ -70,6 +72,7 @@ impl ConnInfo {
             unix_path: None,
             tls,
             py_tls: OnceLock::new(),
+            forwarded_trusted: false,
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct RequestHead {
     pub headers: Vec<(HeaderName, bytes::Bytes)>,
     pub conn: Arc<ConnInfo>,
     pub session: Session,
+    /// What a trusted proxy's forwarded headers said about this request, if anything.
+    pub forwarded: Option<Box<crate::proxy::Forwarded>>,
 }
 
 pub struct ResponseHead {

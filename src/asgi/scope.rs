@@ -155,8 +155,28 @@ impl ScopeBuilder {
         }
         scope.set_item(intern!(py, "headers"), headers)?;
 
-        let client = cached_addr(py, &head.conn.py_client, head.conn.client)?;
-        scope.set_item(intern!(py, "client"), client)?;
+        let forwarded = head.forwarded.as_deref();
+        match forwarded.and_then(|f| f.client.as_ref()) {
+            // Named by a trusted proxy: this request's own, not the connection's.
+            Some(client) => {
+                let (host, port) = client.host_and_port();
+                let client = (host.as_ref(), port).into_bound_py_any(py)?;
+                scope.set_item(intern!(py, "client"), client)?;
+            }
+            None => {
+                let client = cached_addr(py, &head.conn.py_client, head.conn.client)?;
+                scope.set_item(intern!(py, "client"), client)?;
+            }
+        }
+        if let Some(secure) = forwarded.and_then(|f| f.secure) {
+            let scheme = match (websocket, secure) {
+                (false, false) => intern!(py, "http"),
+                (false, true) => intern!(py, "https"),
+                (true, false) => intern!(py, "ws"),
+                (true, true) => intern!(py, "wss"),
+            };
+            scope.set_item(intern!(py, "scheme"), scheme)?;
+        }
         let server = match &head.conn.unix_path {
             // As uvicorn and the ASGI spec: [path, None] on a Unix socket.
             Some(path) if head.conn.server.is_none() => match head.conn.py_server.get() {

@@ -274,7 +274,7 @@ struct FileSend {
 
 impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
     fn new(
-        head: parse::Head,
+        mut head: parse::Head,
         io: &'a mut S,
         buf: &'a mut BytesMut,
         shared: &'a ConnShared,
@@ -282,6 +282,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
         guard: InflightGuard,
         closing: bool,
     ) -> Self {
+        let forwarded = shared.proxy.resolve(conn, &mut head.headers);
         let access = shared.access_log.then(|| {
             let version = if head.version == Version::HTTP_10 {
                 "HTTP/1.0"
@@ -289,7 +290,8 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
                 "HTTP/1.1"
             };
             let root = &shared.root_path;
-            crate::log::access_request(conn.client, &head.method, root, &head.target, version)
+            let client = crate::proxy::log_client(forwarded.as_deref(), conn);
+            crate::log::access_request(client, &head.method, root, &head.target, version)
         });
         let ex = Arc::new(Exchange::new(
             shared.bridge.clone(),
@@ -315,6 +317,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             headers: head.headers,
             conn: conn.clone(),
             session: Session::Http(ex.clone()),
+            forwarded,
         });
         Transaction {
             io,

@@ -55,9 +55,12 @@ pub async fn serve(
         || Bytes::from_static(b"/"),
         |pq| Bytes::copy_from_slice(pq.as_str().as_bytes()),
     );
+    let mut headers = scope_headers(&parts.headers, parts.uri.authority().map(|a| a.as_str()));
+    let forwarded = shared.proxy.resolve(&conn, &mut headers);
     let access = shared.access_log.then(|| {
         let root = &shared.root_path;
-        crate::log::access_request(conn.client, &parts.method, root, &target, "HTTP/2")
+        let client = crate::proxy::log_client(forwarded.as_deref(), &conn);
+        crate::log::access_request(client, &parts.method, root, &target, "HTTP/2")
     });
     let ex = Arc::new(Exchange::new(
         shared.bridge.clone(),
@@ -71,7 +74,6 @@ pub async fn serve(
     } else {
         Some(body)
     };
-    let headers = scope_headers(&parts.headers, parts.uri.authority().map(|a| a.as_str()));
     let head_request = parts.method == Method::HEAD;
     shared.bridge.push(Event::Request(Box::new(RequestHead {
         method: parts.method,
@@ -80,6 +82,7 @@ pub async fn serve(
         headers,
         conn,
         session: Session::Http(ex.clone()),
+        forwarded,
     })));
     let mut stream = Stream {
         ex,

@@ -190,6 +190,10 @@ impl WorkerCore {
             ws_close: tokio::sync::watch::channel(false).0,
             http2,
             tls,
+            proxy: crate::proxy::ProxySettings::new(
+                &c.proxy,
+                std::time::Duration::from_secs_f64(c.timeout_request_header),
+            ),
         });
         let handle = py
             .allow_threads(|| server::start(&self.listeners, shared))

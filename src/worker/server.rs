@@ -195,14 +195,20 @@ async fn accept_loop(
                 let counts = counts.clone();
                 tokio::spawn(async move {
                     let Accepted {
-                        client,
+                        mut client,
                         server,
-                        stream,
+                        mut stream,
                     } = accepted;
+                    if let Some(proxy_protocol) = &shared.proxy.protocol {
+                        match read_proxy_header(proxy_protocol, &mut stream, client).await {
+                            Some(proxied) => client = proxied,
+                            None => return,
+                        }
+                    }
                     match stream {
                         Stream::Tcp(s) => match shared.tls.clone() {
                             None => {
-                                let conn = Arc::new(ConnInfo::new(client, server, None));
+                                let conn = conn_info(&shared, client, server, None, None);
                                 connection(s, shared, conn, shutdown, guard, counts).await
                             }
                             Some(acceptor) => {
@@ -218,7 +224,7 @@ async fn accept_loop(
                                 };
                                 let info = crate::tls::TlsInfo::of(tls.get_ref().1);
                                 let h2 = info.alpn.as_deref() == Some(b"h2");
-                                let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
+                                let conn = conn_info(&shared, client, server, Some(info), None);
                                 if h2 {
                                     let empty = bytes::BytesMut::new();
                                     crate::http2::serve(tls, empty, None, shared, conn, shutdown)
@@ -229,10 +235,8 @@ async fn accept_loop(
                             }
                         },
                         Stream::Unix(s, path) => {
-                            let conn = Arc::new(ConnInfo {
-                                unix_path: path,
-                                ..ConnInfo::new(None, None, None)
-                            });
+                            // `client` is None unless a PROXY header named one.
+                            let conn = conn_info(&shared, client, None, None, path);
                             connection(s, shared, conn, shutdown, guard, counts).await
                         }
                     }
@@ -243,6 +247,49 @@ async fn accept_loop(
                 crate::error!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// The facts of a new connection, with whether its peer may send forwarded headers.
+fn conn_info(
+    shared: &ConnShared,
+    client: Option<SocketAddr>,
+    server: Option<SocketAddr>,
+    tls: Option<crate::tls::TlsInfo>,
+    unix_path: Option<Box<str>>,
+) -> Arc<ConnInfo> {
+    let mut conn = ConnInfo {
+        unix_path,
+        ..ConnInfo::new(client, server, tls)
+    };
+    conn.forwarded_trusted = shared.proxy.trusts_forwarded_from(&conn);
+    Arc::new(conn)
+}
+
+/// --proxy-protocol: read the connection's PROXY header, before TLS and HTTP. Some:
+/// serve it, as from this client; None: it was closed (logged once if refused).
+async fn read_proxy_header(
+    proxy_protocol: &crate::proxy::accept::ProxyProtocol,
+    stream: &mut Stream,
+    client: Option<SocketAddr>,
+) -> Option<Option<SocketAddr>> {
+    use crate::proxy::accept::Verdict;
+    let verdict = match stream {
+        Stream::Tcp(s) => proxy_protocol.accept(s, client, None).await,
+        Stream::Unix(s, path) => proxy_protocol.accept(s, None, path.as_deref()).await,
+    };
+    let peer = || client.map_or_else(|| "a Unix socket peer".into(), |a| a.to_string());
+    match verdict {
+        Verdict::Keep => Some(client),
+        Verdict::Client(source) => Some(Some(source)),
+        Verdict::Close(why) => {
+            crate::warn!("PROXY protocol: {why}; closing the connection from {}", peer());
+            None
+        }
+        Verdict::Gone(why) => {
+            crate::debug!("PROXY protocol: {why}; closing the connection from {}", peer());
+            None
         }
     }
 }

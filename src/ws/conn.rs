@@ -45,13 +45,18 @@ pub async fn serve<S>(
         settings.max_queue,
     ));
     let target = String::from_utf8_lossy(&head.target).into_owned();
+    let mut headers = head.headers;
+    let forwarded = shared.proxy.resolve(&conn, &mut headers);
+    let client = crate::proxy::log_client(forwarded.as_deref(), &conn)
+        .map_or_else(|| "-".to_string(), |c| c.to_string());
     shared.bridge.push(Event::Request(Box::new(RequestHead {
         method: head.method,
         target: head.target,
         version: head.version,
-        headers: head.headers,
+        headers,
         conn: conn.clone(),
         session: Session::WebSocket(session.clone()),
+        forwarded,
     })));
 
     let decision = loop {
@@ -61,9 +66,6 @@ pub async fn serve<S>(
         }
         changed.await;
     };
-    let client = conn
-        .client
-        .map_or_else(|| "-".to_string(), |a| a.to_string());
     match decision {
         Decision::Deny => {
             access(&shared, &client, &target, "403");
