@@ -27,6 +27,7 @@ from tests.server import Server, raw_exchange, run_to_exit
 
 APP = "proxy_echo:app"
 PEER = "<peer>"  # the expected client is the connecting socket itself
+HOST = "internal:8000"  # the Host header every request sends
 
 
 def parse_response(raw: bytes) -> dict:
@@ -45,7 +46,7 @@ def get(target, headers=(), prefix: bytes = b"", family=socket.AF_INET) -> tuple
         sock.settimeout(5)
         sock.connect(target)
     with sock:
-        lines = [b"GET / HTTP/1.1", b"Host: internal:8000", b"Connection: close"]
+        lines = [b"GET / HTTP/1.1", f"Host: {HOST}".encode(), b"Connection: close"]
         lines += [f"{k}: {v}".encode("latin-1") for k, v in headers]
         raw = raw_exchange(sock, prefix + b"\r\n".join(lines) + b"\r\n\r\n", wait=5)
         return parse_response(raw.removesuffix(b"<EOF>")), sock.getsockname()
@@ -96,68 +97,104 @@ def servers(tmp_path_factory):
 XFF, XFP, XFH, FWD = "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"
 TABLE = [
     # --- the default trust list (127.0.0.1, ::1): the test client is a trusted proxy
-    ("default", [], PEER, "http", "internal:8000"),
-    ("default", [(XFF, "1.2.3.4")], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("default", [(XFF, "1.2.3.4:5678")], ["1.2.3.4", 5678], "http", "internal:8000"),
-    ("default", [(XFF, "[2001:db8::1]:4711")], ["2001:db8::1", 4711], "http", "internal:8000"),
-    ("default", [(XFF, "2001:db8::1")], ["2001:db8::1", 0], "http", "internal:8000"),
-    ("default", [(XFF, "::ffff:1.2.3.4")], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("default", [(XFP, "https")], PEER, "https", "internal:8000"),
-    ("default", [(XFP, "HTTPS")], PEER, "https", "internal:8000"),
-    ("default", [(XFP, "gopher")], PEER, "http", "internal:8000"),
-    ("default", [(XFF, "1.2.3.4"), (XFP, "https")], ["1.2.3.4", 0], "https", "internal:8000"),
+    ("default", [], PEER, "http", HOST),
+    ("default", [(XFF, "1.2.3.4")], ["1.2.3.4", 0], "http", HOST),
+    ("default", [(XFF, "1.2.3.4:5678")], ["1.2.3.4", 5678], "http", HOST),
+    ("default", [(XFF, "[2001:db8::1]:4711")], ["2001:db8::1", 4711], "http", HOST),
+    ("default", [(XFF, "2001:db8::1")], ["2001:db8::1", 0], "http", HOST),
+    ("default", [(XFF, "::ffff:1.2.3.4")], ["1.2.3.4", 0], "http", HOST),
+    ("default", [(XFP, "https")], PEER, "https", HOST),
+    ("default", [(XFP, "HTTPS")], PEER, "https", HOST),
+    ("default", [(XFP, "gopher")], PEER, "http", HOST),
+    ("default", [(XFF, "1.2.3.4"), (XFP, "https")], ["1.2.3.4", 0], "https", HOST),
     # spoofing: a client's own entry sits left of what our proxy appended
-    ("default", [(XFF, "6.6.6.6, 1.2.3.4")], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("default", [(XFF, "1.2.3.4, 127.0.0.1")], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("default", [(XFF, "127.0.0.1, ::1")], ["127.0.0.1", 0], "http", "internal:8000"),
-    ("default", [(XFF, "6.6.6.6"), (XFF, "1.2.3.4")], ["1.2.3.4", 0], "http", "internal:8000"),
+    ("default", [(XFF, "6.6.6.6, 1.2.3.4")], ["1.2.3.4", 0], "http", HOST),
+    ("default", [(XFF, "1.2.3.4, 127.0.0.1")], ["1.2.3.4", 0], "http", HOST),
+    ("default", [(XFF, "127.0.0.1, ::1")], ["127.0.0.1", 0], "http", HOST),
+    ("default", [(XFF, "6.6.6.6"), (XFF, "1.2.3.4")], ["1.2.3.4", 0], "http", HOST),
     # garbage is ignored, never a 500
-    ("default", [(XFF, "<script>")], PEER, "http", "internal:8000"),
-    ("default", [(XFF, "1.2.3.4, ")], PEER, "http", "internal:8000"),
-    ("default", [(XFF, "1.2.3.4:99999")], PEER, "http", "internal:8000"),
-    ("default", [(XFF, "[::1")], PEER, "http", "internal:8000"),
-    ("default", [(XFH, "example.com")], PEER, "http", "internal:8000"),
+    ("default", [(XFF, "<script>")], PEER, "http", HOST),
+    ("default", [(XFF, "1.2.3.4, ")], PEER, "http", HOST),
+    ("default", [(XFF, "1.2.3.4:99999")], PEER, "http", HOST),
+    ("default", [(XFF, "[::1")], PEER, "http", HOST),
+    ("default", [(XFH, "example.com")], PEER, "http", HOST),
     # RFC 7239
-    ("default", [(FWD, "for=192.0.2.60;proto=https")], ["192.0.2.60", 0], "https", "internal:8000"),
-    ("default", [(FWD, 'for="[2001:db8:cafe::17]:4711"')], ["2001:db8:cafe::17", 4711], "http", "internal:8000"),
-    ("default", [(FWD, 'For="192.0.2.43:47011";Proto=HTTPS')], ["192.0.2.43", 47011], "https", "internal:8000"),
-    ("default", [(FWD, "for=_hidden")], ["_hidden", 0], "http", "internal:8000"),
-    ("default", [(FWD, 'for="_gazonk:_port"')], ["_gazonk", 0], "http", "internal:8000"),
-    ("default", [(FWD, "for=unknown;proto=https")], ["unknown", 0], "https", "internal:8000"),
-    ("default", [(FWD, "for=6.6.6.6, for=1.2.3.4, for=127.0.0.1;proto=https")], ["1.2.3.4", 0], "https", "internal:8000"),
-    ("default", [(FWD, 'for=1.2.3.4;host="example.org"')], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("default", [(FWD, "for=1.2.3.4;for=5.6.7.8")], PEER, "http", "internal:8000"),
-    ("default", [(FWD, 'for="1.2.3.4')], PEER, "http", "internal:8000"),
-    ("default", [(FWD, "for=evil.example")], PEER, "http", "internal:8000"),
-    ("default", [(FWD, "for=1.2.3.4;proto=gopher")], ["1.2.3.4", 0], "http", "internal:8000"),
+    ("default", [(FWD, "for=192.0.2.60;proto=https")], ["192.0.2.60", 0], "https", HOST),
+    (
+        "default",
+        [(FWD, 'for="[2001:db8:cafe::17]:4711"')],
+        ["2001:db8:cafe::17", 4711],
+        "http",
+        HOST,
+    ),
+    (
+        "default",
+        [(FWD, 'For="192.0.2.43:47011";Proto=HTTPS')],
+        ["192.0.2.43", 47011],
+        "https",
+        HOST,
+    ),
+    ("default", [(FWD, "for=_hidden")], ["_hidden", 0], "http", HOST),
+    ("default", [(FWD, 'for="_gazonk:_port"')], ["_gazonk", 0], "http", HOST),
+    ("default", [(FWD, "for=unknown;proto=https")], ["unknown", 0], "https", HOST),
+    (
+        "default",
+        [(FWD, "for=6.6.6.6, for=1.2.3.4, for=127.0.0.1;proto=https")],
+        ["1.2.3.4", 0],
+        "https",
+        HOST,
+    ),
+    ("default", [(FWD, 'for=1.2.3.4;host="example.org"')], ["1.2.3.4", 0], "http", HOST),
+    ("default", [(FWD, "for=1.2.3.4;for=5.6.7.8")], PEER, "http", HOST),
+    ("default", [(FWD, 'for="1.2.3.4')], PEER, "http", HOST),
+    ("default", [(FWD, "for=evil.example")], PEER, "http", HOST),
+    ("default", [(FWD, "for=1.2.3.4;proto=gopher")], ["1.2.3.4", 0], "http", HOST),
     # both families: X-Forwarded-* wins, Forwarded is ignored
-    ("default", [(FWD, "for=6.6.6.6;proto=https"), (XFF, "1.2.3.4")], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("default", [(FWD, "for=6.6.6.6"), (XFP, "https")], PEER, "https", "internal:8000"),
+    ("default", [(FWD, "for=6.6.6.6;proto=https"), (XFF, "1.2.3.4")], ["1.2.3.4", 0], "http", HOST),
+    ("default", [(FWD, "for=6.6.6.6"), (XFP, "https")], PEER, "https", HOST),
     # --- networks, a literal, and --forwarded-host
-    ("networks", [(XFF, "1.2.3.4, 10.0.0.1, 10.2.3.4")], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("networks", [(XFF, "1.2.3.4, 2001:db8::5")], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("networks", [(XFF, "1.2.3.4, proxy-name")], ["1.2.3.4", 0], "http", "internal:8000"),
-    ("networks", [(XFF, "10.0.0.1, 10.0.0.2")], ["10.0.0.1", 0], "http", "internal:8000"),
-    ("networks", [(XFF, "1.2.3.4, 10.0.0.5"), (XFP, "https, http"), (XFH, "example.com, internal")], ["1.2.3.4", 0], "https", "example.com"),
-    ("networks", [(XFF, "1.2.3.4, 11.0.0.5"), (XFP, "https, http"), (XFH, "example.com, lb")], ["11.0.0.5", 0], "http", "lb"),
+    ("networks", [(XFF, "1.2.3.4, 10.0.0.1, 10.2.3.4")], ["1.2.3.4", 0], "http", HOST),
+    ("networks", [(XFF, "1.2.3.4, 2001:db8::5")], ["1.2.3.4", 0], "http", HOST),
+    ("networks", [(XFF, "1.2.3.4, proxy-name")], ["1.2.3.4", 0], "http", HOST),
+    ("networks", [(XFF, "10.0.0.1, 10.0.0.2")], ["10.0.0.1", 0], "http", HOST),
+    (
+        "networks",
+        [(XFF, "1.2.3.4, 10.0.0.5"), (XFP, "https, http"), (XFH, "example.com, internal")],
+        ["1.2.3.4", 0],
+        "https",
+        "example.com",
+    ),
+    (
+        "networks",
+        [(XFF, "1.2.3.4, 11.0.0.5"), (XFP, "https, http"), (XFH, "example.com, lb")],
+        ["11.0.0.5", 0],
+        "http",
+        "lb",
+    ),
     ("networks", [(XFH, "example.com:8443")], PEER, "http", "example.com:8443"),
-    ("networks", [(XFH, "evil.com/path")], PEER, "http", "internal:8000"),
-    ("networks", [(FWD, 'for=1.2.3.4;host="example.org";proto=https, for=10.0.0.9')], ["1.2.3.4", 0], "https", "example.org"),
+    ("networks", [(XFH, "evil.com/path")], PEER, "http", HOST),
+    (
+        "networks",
+        [(FWD, 'for=1.2.3.4;host="example.org";proto=https, for=10.0.0.9')],
+        ["1.2.3.4", 0],
+        "https",
+        "example.org",
+    ),
     # --- 127.0.0.1 untrusted: forged headers change nothing
-    ("untrusted", [(XFF, "1.2.3.4")], PEER, "http", "internal:8000"),
-    ("untrusted", [(XFP, "https"), (XFF, "10.0.0.1")], PEER, "http", "internal:8000"),
-    ("untrusted", [(FWD, "for=1.2.3.4;proto=https")], PEER, "http", "internal:8000"),
+    ("untrusted", [(XFF, "1.2.3.4")], PEER, "http", HOST),
+    ("untrusted", [(XFP, "https"), (XFF, "10.0.0.1")], PEER, "http", HOST),
+    ("untrusted", [(FWD, "for=1.2.3.4;proto=https")], PEER, "http", HOST),
     # --- "*" trusts every hop: the leftmost, as uvicorn
-    ("star", [(XFF, "6.6.6.6, 1.2.3.4")], ["6.6.6.6", 0], "http", "internal:8000"),
+    ("star", [(XFF, "6.6.6.6, 1.2.3.4")], ["6.6.6.6", 0], "http", HOST),
     # --- --no-proxy-headers
-    ("off", [(XFF, "1.2.3.4"), (XFP, "https"), (FWD, "for=1.2.3.4")], PEER, "http", "internal:8000"),
+    ("off", [(XFF, "1.2.3.4"), (XFP, "https"), (FWD, "for=1.2.3.4")], PEER, "http", HOST),
     # --- an IPv6 listener: ::1 is in the default list, not in "127.0.0.1"
-    ("v6", [(XFF, "1.2.3.4"), (XFP, "https")], ["1.2.3.4", 0], "https", "internal:8000"),
-    ("v6-untrusted", [(XFF, "1.2.3.4"), (XFP, "https")], PEER, "http", "internal:8000"),
+    ("v6", [(XFF, "1.2.3.4"), (XFP, "https")], ["1.2.3.4", 0], "https", HOST),
+    ("v6-untrusted", [(XFF, "1.2.3.4"), (XFP, "https")], PEER, "http", HOST),
     # --- Unix sockets: trusted by "unix:" or the socket's path; no client otherwise
-    ("uds", [(XFF, "1.2.3.4"), (XFP, "https")], None, "http", "internal:8000"),
-    ("uds-unix", [(XFF, "1.2.3.4"), (XFP, "https")], ["1.2.3.4", 0], "https", "internal:8000"),
-    ("uds-path", [(FWD, "for=1.2.3.4;proto=https")], ["1.2.3.4", 0], "https", "internal:8000"),
+    ("uds", [(XFF, "1.2.3.4"), (XFP, "https")], None, "http", HOST),
+    ("uds-unix", [(XFF, "1.2.3.4"), (XFP, "https")], ["1.2.3.4", 0], "https", HOST),
+    ("uds-path", [(FWD, "for=1.2.3.4;proto=https")], ["1.2.3.4", 0], "https", HOST),
 ]
 
 
@@ -271,7 +308,9 @@ def v2_inet(src="192.0.2.1", dst="198.51.100.2", sport=56324, dport=443, tlvs=b"
 
 def v2_inet6(src="2001:db8::1", dst="2001:db8::2", sport=4711, dport=443) -> bytes:
     pton = socket.inet_pton
-    addrs = pton(socket.AF_INET6, src) + pton(socket.AF_INET6, dst) + struct.pack("!HH", sport, dport)
+    addrs = (
+        pton(socket.AF_INET6, src) + pton(socket.AF_INET6, dst) + struct.pack("!HH", sport, dport)
+    )
     return v2_header(1, 0x21, addrs)
 
 
@@ -284,7 +323,14 @@ def pp(tmp_path_factory):
         "auto": ["--proxy-protocol"],  # alone: auto, as gunicorn
         "stranger": ["--proxy-protocol", "auto", "--proxy-allow-from", "10.0.0.1"],
         "forwarded": ["--proxy-protocol", "v1", "--forwarded-allow-ips", "10.0.0.0/8"],
-        "uds": ["--uds", str(tmp / "pp.sock"), "--proxy-protocol", "v2", "--proxy-allow-from", "unix:"],
+        "uds": [
+            "--uds",
+            str(tmp / "pp.sock"),
+            "--proxy-protocol",
+            "v2",
+            "--proxy-allow-from",
+            "unix:",
+        ],
     }
     running = {name: Server(APP, *args) for name, args in specs.items()}
     try:
@@ -386,7 +432,11 @@ def test_v2_valid_forms(pp):
     assert echo["client"] == ["192.0.2.1", 56324]
     echo, _ = get(pp["v2"], prefix=v2_inet6())
     assert echo["client"] == ["2001:db8::1", 4711]
-    for local in (v2_header(0, 0x00), v2_header(0, 0x11, bytes(12)), v2_header(1, 0x31, bytes(216))):
+    for local in (
+        v2_header(0, 0x00),
+        v2_header(0, 0x11, bytes(12)),
+        v2_header(1, 0x31, bytes(216)),
+    ):
         echo, own = get(pp["v2"], prefix=local)
         assert echo["client"] == ["127.0.0.1", own[1]]
 
@@ -543,3 +593,45 @@ def test_without_proxy_protocol_a_header_is_a_bad_request(servers):
     with servers["default"].connect() as sock:
         raw = raw_exchange(sock, b"PROXY TCP4 192.0.2.1 198.51.100.2 1 2\r\n\r\n", wait=5)
     assert re.match(rb"HTTP/1.1 400", raw), raw
+
+
+# ------------------------------------------------------------------ Python API
+def test_keywords_take_lists_as_uvicorn_does():
+    from ferrocorn import _options
+
+    argv = _options.to_argv(
+        "main:app",
+        {
+            "proxy_headers": False,
+            "forwarded_allow_ips": ["10.0.0.1", "fd00::/8"],
+            "forwarded_host": True,
+            "proxy_protocol": "V2",
+            "proxy_allow_from": "10.0.0.0/8",
+        },
+    )
+    assert argv == [
+        "main:app",
+        "--no-proxy-headers",
+        "--forwarded-allow-ips",
+        "10.0.0.1,fd00::/8",
+        "--forwarded-host",
+        "--proxy-protocol",
+        "v2",
+        "--proxy-allow-from",
+        "10.0.0.0/8",
+    ]
+    with pytest.raises(TypeError, match="forwarded_allow_ips"):
+        _options.to_argv("main:app", {"forwarded_allow_ips": [10]})
+
+
+def test_testing_serve_with_a_trust_list():
+    from ferrocorn.testing import serve
+
+    from tests.server import APPS_DIR
+
+    with serve(APP, app_dir=str(APPS_DIR), forwarded_allow_ips=["10.0.0.1"]) as url:
+        untrusted = httpx.get(url, headers={XFF: "1.2.3.4"}).json()
+    assert untrusted["client"][0] == "127.0.0.1"
+    with serve(APP, app_dir=str(APPS_DIR), forwarded_allow_ips="127.0.0.1") as url:
+        trusted = httpx.get(url, headers={XFF: "1.2.3.4"}).json()
+    assert trusted["client"] == ["1.2.3.4", 0]

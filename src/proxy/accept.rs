@@ -171,8 +171,11 @@ async fn peek_more<S: Peek>(stream: &S, buf: &mut [u8], seen: usize) -> io::Resu
             Ok(n)
         });
         match peeked {
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
-            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             result => return result,
         }
     }

@@ -159,7 +159,10 @@ fn from_x_forwarded(settings: &ForwardedSettings, headers: &[(HeaderName, Bytes)
     // The element of a list of `len` that belongs to the client's hop.
     let aligned = |len: usize| (len > 0).then(|| (len - 1).saturating_sub(passed));
     let secure = list_elements(headers, XFP).and_then(|protos| {
-        let protos: Vec<bool> = protos.iter().map(|p| parse_scheme(p)).collect::<Option<_>>()?;
+        let protos: Vec<bool> = protos
+            .iter()
+            .map(|p| parse_scheme(p))
+            .collect::<Option<_>>()?;
         aligned(protos.len()).map(|i| protos[i])
     });
     let host = if settings.host {
@@ -311,7 +314,10 @@ fn from_forwarded(settings: &ForwardedSettings, headers: &[(HeaderName, Bytes)])
         return Forwarded::none();
     };
     // The client's hop, or the trusted one to its right when it names nobody.
-    let client = elements[i..].iter().find_map(|e| e.node).map(Node::to_client);
+    let client = elements[i..]
+        .iter()
+        .find_map(|e| e.node)
+        .map(Node::to_client);
     let secure = elements[i..].iter().find_map(|e| e.secure);
     let host = settings
         .host
@@ -377,8 +383,7 @@ fn parse_forwarded(value: &[u8]) -> Option<Vec<Element<'_>>> {
                 v
             } else {
                 let start = pos;
-                while pos < bytes.len() && (is_tchar(bytes[pos]) || b":[]".contains(&bytes[pos]))
-                {
+                while pos < bytes.len() && (is_tchar(bytes[pos]) || b":[]".contains(&bytes[pos])) {
                     pos += 1;
                 }
                 if start == pos {
@@ -534,7 +539,11 @@ mod tests {
 
     #[test]
     fn x_forwarded_for_walks_from_the_right() {
-        let r = run("10.0.0.0/8", false, &[("x-forwarded-for", "1.2.3.4, 10.0.0.2")]);
+        let r = run(
+            "10.0.0.0/8",
+            false,
+            &[("x-forwarded-for", "1.2.3.4, 10.0.0.2")],
+        );
         assert_eq!(r.unwrap().client, client("1.2.3.4:0"));
         // A spoofed leftmost entry is skipped: the first untrusted from the right wins.
         let r = run(
@@ -544,10 +553,18 @@ mod tests {
         );
         assert_eq!(r.unwrap().client, client("1.2.3.4:0"));
         // All trusted: the leftmost.
-        let r = run("10.0.0.0/8", false, &[("x-forwarded-for", "10.1.1.1, 10.0.0.2")]);
+        let r = run(
+            "10.0.0.0/8",
+            false,
+            &[("x-forwarded-for", "10.1.1.1, 10.0.0.2")],
+        );
         assert_eq!(r.unwrap().client, client("10.1.1.1:0"));
         // Ports and IPv6.
-        let r = run("127.0.0.1", false, &[("x-forwarded-for", "[2001:db8::1]:4711")]);
+        let r = run(
+            "127.0.0.1",
+            false,
+            &[("x-forwarded-for", "[2001:db8::1]:4711")],
+        );
         assert_eq!(r.unwrap().client, client("[2001:db8::1]:4711"));
         let r = run("127.0.0.1", false, &[("x-forwarded-for", "1.2.3.4:80")]);
         assert_eq!(r.unwrap().client, client("1.2.3.4:80"));
@@ -557,7 +574,10 @@ mod tests {
         let r = run(
             "10.0.0.0/8",
             false,
-            &[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-for", "10.0.0.3")],
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-for", "10.0.0.3"),
+            ],
         );
         assert_eq!(r.unwrap().client, client("1.2.3.4:0"));
         // Names pass through as uvicorn passes them.
@@ -567,18 +587,45 @@ mod tests {
 
     #[test]
     fn garbage_is_ignored() {
-        for bad in ["", "1.2.3.4, ", "<script>", "1.2.3.4:99999", "[::1", "a b", "1.2.3.4:x"] {
+        for bad in [
+            "",
+            "1.2.3.4, ",
+            "<script>",
+            "1.2.3.4:99999",
+            "[::1",
+            "a b",
+            "1.2.3.4:x",
+        ] {
             assert_eq!(
                 run("127.0.0.1", false, &[("x-forwarded-for", bad)]),
                 None,
                 "{bad:?}"
             );
         }
-        assert_eq!(run("127.0.0.1", false, &[("x-forwarded-proto", "gopher")]), None);
-        assert_eq!(run("127.0.0.1", false, &[("forwarded", "for=\"unterminated")]), None);
-        assert_eq!(run("127.0.0.1", false, &[("forwarded", "for=1.2.3.4;for=5.6.7.8")]), None);
-        assert_eq!(run("127.0.0.1", false, &[("forwarded", "for=not-an-ip")]), None);
-        assert_eq!(run("127.0.0.1", false, &[("forwarded", "for 1.2.3.4")]), None);
+        assert_eq!(
+            run("127.0.0.1", false, &[("x-forwarded-proto", "gopher")]),
+            None
+        );
+        assert_eq!(
+            run("127.0.0.1", false, &[("forwarded", "for=\"unterminated")]),
+            None
+        );
+        assert_eq!(
+            run(
+                "127.0.0.1",
+                false,
+                &[("forwarded", "for=1.2.3.4;for=5.6.7.8")]
+            ),
+            None
+        );
+        assert_eq!(
+            run("127.0.0.1", false, &[("forwarded", "for=not-an-ip")]),
+            None
+        );
+        assert_eq!(
+            run("127.0.0.1", false, &[("forwarded", "for 1.2.3.4")]),
+            None
+        );
         assert_eq!(
             run("127.0.0.1", true, &[("x-forwarded-host", "a.com/evil")]),
             None
@@ -604,7 +651,10 @@ mod tests {
         let r = run(
             "10.0.0.0/8",
             false,
-            &[("x-forwarded-for", "1.2.3.4, 10.0.0.5"), ("x-forwarded-proto", "HTTPS")],
+            &[
+                ("x-forwarded-for", "1.2.3.4, 10.0.0.5"),
+                ("x-forwarded-proto", "HTTPS"),
+            ],
         )
         .unwrap();
         assert_eq!(r.secure, Some(true));
@@ -615,12 +665,18 @@ mod tests {
 
     #[test]
     fn host_header_is_rewritten() {
-        let mut h = headers(&[("host", "internal:8000"), ("x-forwarded-host", "example.com:443")]);
+        let mut h = headers(&[
+            ("host", "internal:8000"),
+            ("x-forwarded-host", "example.com:443"),
+        ]);
         resolve(&settings("127.0.0.1", true), &mut h).unwrap();
         assert_eq!(h[0].1, Bytes::from_static(b"example.com:443"));
         let mut h = headers(&[("forwarded", "host=\"[::1]:8080\"")]);
         resolve(&settings("127.0.0.1", true), &mut h).unwrap();
-        assert_eq!(h[0], (http::header::HOST, Bytes::from_static(b"[::1]:8080")));
+        assert_eq!(
+            h[0],
+            (http::header::HOST, Bytes::from_static(b"[::1]:8080"))
+        );
     }
 
     #[test]
@@ -637,17 +693,33 @@ mod tests {
         assert_eq!(r.client, client("192.0.2.60:0"));
         assert_eq!(r.secure, Some(true));
         assert_eq!(r.host.as_deref(), Some(&b"example.com"[..]));
-        let r = run("127.0.0.1", false, &[("Forwarded", "For=\"[2001:db8:cafe::17]:4711\"")]);
+        let r = run(
+            "127.0.0.1",
+            false,
+            &[("Forwarded", "For=\"[2001:db8:cafe::17]:4711\"")],
+        );
         assert_eq!(r.unwrap().client, client("[2001:db8:cafe::17]:4711"));
-        let r = run("127.0.0.1", false, &[("forwarded", "for=_hidden, for=127.0.0.1")]);
+        let r = run(
+            "127.0.0.1",
+            false,
+            &[("forwarded", "for=_hidden, for=127.0.0.1")],
+        );
         assert_eq!(r.unwrap().client, client("_hidden:0"));
         let r = run("127.0.0.1", false, &[("forwarded", "for=\"_gazonk\"")]);
         assert_eq!(r.unwrap().client, client("_gazonk:0"));
-        let r = run("127.0.0.1", false, &[("forwarded", "for=unknown;proto=http")]);
+        let r = run(
+            "127.0.0.1",
+            false,
+            &[("forwarded", "for=unknown;proto=http")],
+        );
         let r = r.unwrap();
         assert_eq!(r.client, client("unknown:0"));
         assert_eq!(r.secure, Some(false));
-        let r = run("127.0.0.1", false, &[("forwarded", "for=\"198.51.100.17:_port\"")]);
+        let r = run(
+            "127.0.0.1",
+            false,
+            &[("forwarded", "for=\"198.51.100.17:_port\"")],
+        );
         assert_eq!(r.unwrap().client, client("198.51.100.17:0"));
         let r = run("127.0.0.1", false, &[("forwarded", "for=[::1]:80")]);
         assert_eq!(r.unwrap().client, client("[::1]:80"));
@@ -655,7 +727,11 @@ mod tests {
         let r = run("127.0.0.1", false, &[("forwarded", r#"for="\1\.2.3.4""#)]);
         assert_eq!(r.unwrap().client, client("1.2.3.4:0"));
         // Empty list elements and whitespace are fine.
-        let r = run("127.0.0.1", false, &[("forwarded", " , for=1.2.3.4 ; proto=https ,")]);
+        let r = run(
+            "127.0.0.1",
+            false,
+            &[("forwarded", " , for=1.2.3.4 ; proto=https ,")],
+        );
         assert_eq!(r.unwrap().secure, Some(true));
     }
 
@@ -666,14 +742,22 @@ mod tests {
         assert_eq!(r.client, client("1.2.3.4:0"));
         assert_eq!(r.secure, Some(true));
         // A hop without for= stops the walk; the client is the trusted hop to its right.
-        let r = run("10.0.0.0/8", false, &[("forwarded", "proto=https, for=10.0.0.1")]).unwrap();
+        let r = run(
+            "10.0.0.0/8",
+            false,
+            &[("forwarded", "proto=https, for=10.0.0.1")],
+        )
+        .unwrap();
         assert_eq!(r.client, client("10.0.0.1:0"));
         assert_eq!(r.secure, Some(true));
     }
 
     #[test]
     fn x_forwarded_wins_over_forwarded() {
-        let pairs = [("forwarded", "for=6.6.6.6;proto=https"), ("x-forwarded-for", "1.2.3.4")];
+        let pairs = [
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("x-forwarded-for", "1.2.3.4"),
+        ];
         let r = run("127.0.0.1", false, &pairs).unwrap();
         assert_eq!(r.client, client("1.2.3.4:0"));
         assert_eq!(r.secure, None);

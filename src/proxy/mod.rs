@@ -52,10 +52,9 @@ impl ProxySettings {
     /// Whether forwarded headers are read on a connection from this peer; decided once
     /// per connection.
     pub fn trusts_forwarded_from(&self, conn: &ConnInfo) -> bool {
-        self.forwarded.as_ref().is_some_and(|f| {
-            f.trust
-                .trusts_peer(conn.client, conn.unix_path.as_deref())
-        })
+        self.forwarded
+            .as_ref()
+            .is_some_and(|f| f.trust.trusts_peer(conn.client, conn.unix_path.as_deref()))
     }
 
     /// The forwarded headers of one request on `conn`; None (no allocation) when the

@@ -110,12 +110,20 @@ pub fn parse_v1(header: &[u8]) -> Result<Header, String> {
     };
     let (src, dst): (IpAddr, IpAddr) = match family {
         "TCP4" => (
-            src.parse::<Ipv4Addr>().map_err(|_| "bad v1 source address")?.into(),
-            dst.parse::<Ipv4Addr>().map_err(|_| "bad v1 destination address")?.into(),
+            src.parse::<Ipv4Addr>()
+                .map_err(|_| "bad v1 source address")?
+                .into(),
+            dst.parse::<Ipv4Addr>()
+                .map_err(|_| "bad v1 destination address")?
+                .into(),
         ),
         "TCP6" => (
-            src.parse::<Ipv6Addr>().map_err(|_| "bad v1 source address")?.into(),
-            dst.parse::<Ipv6Addr>().map_err(|_| "bad v1 destination address")?.into(),
+            src.parse::<Ipv6Addr>()
+                .map_err(|_| "bad v1 source address")?
+                .into(),
+            dst.parse::<Ipv6Addr>()
+                .map_err(|_| "bad v1 destination address")?
+                .into(),
         ),
         _ => return Err("v1 header with an unknown protocol family".into()),
     };
@@ -335,13 +343,13 @@ mod tests {
         bad_version[12] = 0x11;
         for bad in [
             bad_version,
-            v2(2, 0x11, &[0; 12]),        // unknown command
-            v2(1, 0x41, &[0; 12]),        // unknown family
-            v2(1, 0x13, &[0; 12]),        // unknown transport
-            v2(1, 0x12, &[0; 12]),        // datagram
-            v2(1, 0x11, &[0; 8]),         // addresses cut short
-            v2(1, 0x21, &[0; 12]),        // v6 with v4 room
-            v2(1, 0x11, &[0; 14]),        // a two-byte TLV stub
+            v2(2, 0x11, &[0; 12]), // unknown command
+            v2(1, 0x41, &[0; 12]), // unknown family
+            v2(1, 0x13, &[0; 12]), // unknown transport
+            v2(1, 0x12, &[0; 12]), // datagram
+            v2(1, 0x11, &[0; 8]),  // addresses cut short
+            v2(1, 0x21, &[0; 12]), // v6 with v4 room
+            v2(1, 0x11, &[0; 14]), // a two-byte TLV stub
             v2(1, 0x11, &[[0; 12].as_slice(), &[1, 0, 9, 1]].concat()), // TLV past the end
         ] {
             assert!(parse_v2(&bad).is_err(), "{bad:?}");

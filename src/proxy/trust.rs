@@ -71,7 +71,9 @@ impl TrustList {
             } else if entry.bytes().all(is_literal_byte) {
                 list.literals.push(entry.into());
             } else {
-                return Err(format!("{entry:?} is not an IP address, a network or a name"));
+                return Err(format!(
+                    "{entry:?} is not an IP address, a network or a name"
+                ));
             }
         }
         Ok(list)
@@ -127,7 +129,9 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 fn parse_network(entry: &str, addr: &str, prefix: &str) -> Result<Network, String> {
     let bad = |why: &str| format!("{entry:?} is not a valid network: {why}");
     // Not canonicalised: `::ffff:0:0/96` is a network of IPv6 addresses.
-    let base: IpAddr = addr.parse().map_err(|_| bad("not an IP address before '/'"))?;
+    let base: IpAddr = addr
+        .parse()
+        .map_err(|_| bad("not an IP address before '/'"))?;
     let max = if base.is_ipv4() { 32 } else { 128 };
     let prefix: u8 = match prefix.parse() {
         Ok(p) if p <= max && !prefix.starts_with('+') => p,
@@ -145,7 +149,9 @@ fn parse_network(entry: &str, addr: &str, prefix: &str) -> Result<Network, Strin
         }
     };
     if masked != base {
-        return Err(bad(&format!("host bits are set (did you mean {masked}/{prefix}?)")));
+        return Err(bad(&format!(
+            "host bits are set (did you mean {masked}/{prefix}?)"
+        )));
     }
     Ok(network)
 }

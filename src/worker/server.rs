@@ -284,11 +284,17 @@ async fn read_proxy_header(
         Verdict::Keep => Some(client),
         Verdict::Client(source) => Some(Some(source)),
         Verdict::Close(why) => {
-            crate::warn!("PROXY protocol: {why}; closing the connection from {}", peer());
+            crate::warn!(
+                "PROXY protocol: {why}; closing the connection from {}",
+                peer()
+            );
             None
         }
         Verdict::Gone(why) => {
-            crate::debug!("PROXY protocol: {why}; closing the connection from {}", peer());
+            crate::debug!(
+                "PROXY protocol: {why}; closing the connection from {}",
+                peer()
+            );
             None
         }
     }
