@@ -60,13 +60,15 @@ bench-quick: build
 bench-memory: build
 	$(BIN)/python bench/memory.py
 
-# Fuzz the request-head parser, the chunked decoder and WebSocket frames (cargo install cargo-fuzz).
+# Fuzz the request-head parser, the chunked decoder, WebSocket frames and the proxy
+# parsers (cargo install cargo-fuzz).
 # Stable Rust works without a sanitizer; FUZZ_SECONDS sets the time per target.
 FUZZ_SECONDS ?= 15
 fuzz-smoke:
 	cd fuzz && cargo fuzz run request_head --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && cargo fuzz run chunked_body --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && cargo fuzz run ws_frames --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && cargo fuzz run proxy --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 
 # Release artifacts in dist/ (docs/releasing.md): the sdist, and one abi3 wheel (every
 # CPython >= 3.10) per Linux target, linked with zig (the ziglang package) against glibc

@@ -318,7 +318,14 @@ def v2_inet6(src="2001:db8::1", dst="2001:db8::2", sport=4711, dport=443) -> byt
 def pp(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pp")
     specs = {
-        "v1": ["--proxy-protocol", "v1", "--timeout-request-header", "1"],
+        "v1": [
+            "--proxy-protocol",
+            "v1",
+            "--timeout-request-header",
+            "1",
+            "--timeout-keep-alive",
+            "1",
+        ],
         "v2": ["--proxy-protocol", "v2"],
         "auto": ["--proxy-protocol"],  # alone: auto, as gunicorn
         "stranger": ["--proxy-protocol", "auto", "--proxy-allow-from", "10.0.0.1"],
@@ -424,6 +431,15 @@ def test_truncated_header_times_out(pp):
     assert time.monotonic() - start < 4
     # Closed quietly, as a client that never finishes its HTTP head.
     assert len(proxy_warnings(server)) == before
+
+
+def test_silent_connection_closes_after_keep_alive(pp):
+    server = pp["v1"]  # --timeout-keep-alive 1
+    start = time.monotonic()
+    with server.connect() as sock:
+        sock.settimeout(5)
+        assert sock.recv(100) == b""
+    assert time.monotonic() - start < 4
 
 
 def test_v2_valid_forms(pp):

@@ -27,6 +27,9 @@ pub struct ProxyProtocol {
     pub allow: TrustList,
     /// --timeout-request-header: the whole header must be there by then.
     pub timeout: Duration,
+    /// --timeout-keep-alive: a connection that sends nothing at all is closed by then,
+    /// as an idle HTTP connection is (and a graceful stop isn't held up longer).
+    pub idle: Duration,
 }
 
 /// A socket that can be peeked: plain TCP and Unix streams.
@@ -89,7 +92,16 @@ impl ProxyProtocol {
         let mut peeked = [0u8; protocol::V1_MAX];
         let mut seen = 0;
         loop {
-            let n = match peek_more(stream, &mut peeked, seen).await {
+            let peek = peek_more(stream, &mut peeked, seen);
+            let peeked_now = if seen == 0 {
+                match tokio::time::timeout(self.idle, peek).await {
+                    Ok(result) => result,
+                    Err(_) => return Verdict::Gone("nothing sent"),
+                }
+            } else {
+                peek.await
+            };
+            let n = match peeked_now {
                 Ok(0) => return Verdict::Gone("closed before sending anything"),
                 Ok(n) => n,
                 Err(_) => return Verdict::Gone("read error"),

@@ -29,7 +29,11 @@ pub struct ProxySettings {
 }
 
 impl ProxySettings {
-    pub fn new(options: &options::ProxyOptions, header_timeout: Duration) -> ProxySettings {
+    pub fn new(
+        options: &options::ProxyOptions,
+        header_timeout: Duration,
+        keep_alive: Duration,
+    ) -> ProxySettings {
         // The master's clap already checked both lists.
         let list = |text: &str| trust::TrustList::parse(text).unwrap_or_default();
         ProxySettings {
@@ -44,6 +48,7 @@ impl ProxySettings {
                     mode: options.proxy_protocol,
                     allow: list(&options.proxy_allow_from),
                     timeout: header_timeout,
+                    idle: keep_alive,
                 }
             }),
         }

@@ -193,6 +193,7 @@ impl WorkerCore {
             proxy: crate::proxy::ProxySettings::new(
                 &c.proxy,
                 std::time::Duration::from_secs_f64(c.timeout_request_header),
+                std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             ),
         });
         let handle = py
