@@ -231,6 +231,7 @@ def test_websocket_scope_is_resolved(servers):
     with connect(url, additional_headers=headers, open_timeout=5) as ws:
         echo = json.loads(ws.recv(timeout=5))
     assert (echo["client"], echo["scheme"]) == (["1.2.3.4", 99], "wss")
+    servers["default"].wait_for_log(r'1\.2\.3\.4:99 - "WebSocket /" \[accepted\]', stdout=True)
     with connect(url, additional_headers={FWD: "for=unknown;proto=http"}) as ws:
         echo = json.loads(ws.recv(timeout=5))
     assert (echo["client"], echo["scheme"]) == (["unknown", 0], "ws")
