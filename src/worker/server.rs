@@ -1,8 +1,8 @@
 //! The worker's I/O thread: a tokio runtime that accepts on the inherited listeners,
-//! reads a PROXY protocol header when configured (src/proxy), does the TLS handshake, picks the protocol of each connection (HTTP/1.1, HTTP/2 by
-//! ALPN, prior knowledge or upgrade, WebSocket by upgrade), and drains connections on a
-//! graceful stop: HTTP first, then WebSockets are closed with 1012. It never touches
-//! Python.
+//! reads a PROXY protocol header when configured (src/proxy), does the TLS handshake,
+//! picks the protocol of each connection (HTTP/1.1, HTTP/2 by ALPN, prior knowledge or
+//! upgrade, WebSocket by upgrade), and drains connections on a graceful stop: HTTP
+//! first, then WebSockets are closed with 1012. It never touches Python.
 
 use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::ConnInfo;
