@@ -24,6 +24,9 @@ async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
+            slow = os.environ.get("CLI_SLOW_START_FILE")
+            if message["type"] == "lifespan.startup" and slow and os.path.exists(slow):
+                await asyncio.sleep(60)  # a worker that never gets ready
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
