@@ -3,8 +3,8 @@
 --bind forms and short names, the rest of uvicorn 0.54's options, and one clear line with
 exit code 2 for bad input. Every server is a real ferrocorn process."""
 
-import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -108,8 +108,9 @@ def test_web_concurrency_still_counts_and_beats_the_file(tmp_path):
     config.write_text("workers = 1\n")
     with serve("--config", str(config), env={"WEB_CONCURRENCY": "2"}) as server:
         assert len(server.wait_for_workers(2)) == 2
-    with serve("--config", str(config), env={"WEB_CONCURRENCY": "2", "FERROCORN_WORKERS": "3"}) as s:
-        assert len(s.wait_for_workers(3)) == 3
+    env = {"WEB_CONCURRENCY": "2", "FERROCORN_WORKERS": "3"}
+    with serve("--config", str(config), env=env) as server:
+        assert len(server.wait_for_workers(3)) == 3
 
 
 # ------------------------------------------------------------------ bad input
@@ -141,7 +142,7 @@ def bad(tmp_path, name: str, text: str) -> str:
         (["--env", "NOEQUALS"], {}, '--env "NOEQUALS": expected KEY=VALUE'),
         (["--header", "no-colon"], {}, '--header "no-colon": expected Name:Value'),
         (["--header", "bad name:x"], {}, "not a valid header name"),
-        (["--bind", "::1:80"], {}, "--bind \"::1:80\": write an IPv6 address in brackets"),
+        (["--bind", "::1:80"], {}, '--bind "::1:80": write an IPv6 address in brackets'),
         (["--bind", "example.com:80"], {}, "the host must be an IP address"),
         (["--bind", "127.0.0.1:1", "--host", "::1"], {}, "--bind replaces --host"),
         (["--bind", "127.0.0.1:1", "--uds", "/tmp/x"], {}, "cannot be used with"),
@@ -247,7 +248,7 @@ def test_bind_several_listeners_every_worker_serves(tmp_path):
     cmd += ["-b", "127.0.0.1:0", "-b", "[::1]:0", "--bind", f"unix:{uds}"]
     with Server(APP, cmd=cmd, env=CLEAN) as server:
         log = server.stderr_text()
-        urls = [line.split("running on ")[1].split()[0] for line in log.splitlines() if "running on" in line]
+        urls = re.findall(r"running on (\S+)", log)
         assert len(urls) == 3, log
         assert urls[0].startswith("http://127.0.0.1:") and urls[1].startswith("http://[::1]:")
         for url in urls[:2]:
@@ -336,8 +337,12 @@ def test_implementation_names_are_noted_once_at_startup():
 
 @pytest.mark.parametrize(
     "loop, expected",
-    [("none", "_UnixSelectorEventLoop"), ("asyncio", "_UnixSelectorEventLoop"),
-     ("cli_app:marked_loop", "MarkedLoop"), ("uvloop", "Loop")],
+    [
+        ("none", "_UnixSelectorEventLoop"),
+        ("asyncio", "_UnixSelectorEventLoop"),
+        ("cli_app:marked_loop", "MarkedLoop"),
+        ("uvloop", "Loop"),
+    ],
 )
 def test_loop_values_including_a_custom_factory(loop, expected):
     with serve("--loop", loop) as server:

@@ -31,7 +31,8 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
             new_event_loop = importlib.import_module(module).new_event_loop
         except ImportError:
             if kind != "auto":
-                raise AppLoadError(f"--loop {kind} was given but {kind} is not installed.") from None
+                message = f"--loop {kind} was given but {kind} is not installed."
+                raise AppLoadError(message) from None
         else:
             return new_event_loop()
     if kind in ("auto", "asyncio", "none"):
