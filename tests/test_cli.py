@@ -129,7 +129,7 @@ def bad(tmp_path, name: str, text: str) -> str:
         (["--config", "@list.toml:port = [1]"], {}, "port: expects a single value"),
         (["--config", "@inner.toml:config = 'x'"], {}, "'config' cannot be set"),
         (["--config", "@type.toml:port = 'abc'"], {}, "port in {tmp}/type.toml: invalid value"),
-        (["-c", "gunicorn.conf.py"], {}, "a gunicorn Python config"),
+        (["-c", "gunicorn.conf.py"], {}, "a Python config file (gunicorn's or hypercorn's)"),
         ([], {"FERROCORN_PORT": "abc"}, "FERROCORN_PORT: invalid value 'abc'"),
         ([], {"FERROCORN_ACCESS_LOG": "maybe"}, "FERROCORN_ACCESS_LOG: expects true or false"),
         (

@@ -303,10 +303,10 @@ struct ConfigFile {
 impl ConfigFile {
     fn load(cmd: &Command, path: &str) -> Result<ConfigFile, LayerError> {
         let usage = |m: String| LayerError::Usage(format!("--config {path}: {m}"));
-        if path.ends_with(".py") || path.starts_with("python:") {
+        if path.ends_with(".py") || path.starts_with("python:") || path.starts_with("file:") {
             return Err(usage(
-                "a gunicorn Python config; ferrocorn reads a TOML file of its own options \
-                 (docs/migrating.md, \"gunicorn.conf.py settings\", maps one to the other)"
+                "a Python config file (gunicorn's or hypercorn's); ferrocorn reads a TOML file \
+                 of its own options (docs/migrating.md, \"gunicorn.conf.py settings\")"
                     .into(),
             ));
         }

@@ -41,7 +41,11 @@ pub fn command() -> Command {
         .mut_arg("ssl_keyfile", |a| a.alias("keyfile"))
         .mut_arg("ssl_ca_certs", |a| a.alias("ca-certs"))
         .mut_arg("ssl_cert_reqs", |a| a.alias("cert-reqs"))
-        .mut_arg("ssl_ciphers", |a| a.alias("ciphers"));
+        .mut_arg("ssl_ciphers", |a| a.alias("ciphers"))
+        // gunicorn spells this one with an underscore.
+        .mut_arg("limit_request_field_size", |a| {
+            a.alias("limit-request-field_size")
+        });
     layers::name_env_vars(cmd)
 }
 

@@ -48,3 +48,8 @@ async def app(scope, receive, send):
     headers += [(b"x-app", v.encode()) for v in query.get("x_app", [])]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def factory():
+    """For `--factory`."""
+    return app
