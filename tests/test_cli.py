@@ -15,6 +15,7 @@ import time
 import httpx
 import pytest
 import trustme
+from ferrocorn import _options, testing
 
 from tests.server import APPS_DIR, Server, run_to_exit
 
@@ -148,6 +149,8 @@ def bad(tmp_path, name: str, text: str) -> str:
         (["--bind", "127.0.0.1:1", "--uds", "/tmp/x"], {}, "cannot be used with"),
         (["-k", "sync"], {}, "--worker-class sync: ferrocorn has ASGI workers only"),
         (["-k", "gevent"], {}, "--worker-class gevent"),
+        (["-k", "trio"], {}, "--worker-class trio: ferrocorn runs apps on asyncio"),
+        (["-k", "uvloop", "--loop", "asyncio"], {}, "--worker-class uvloop contradicts --loop"),
         (["--daemon"], {}, "--daemon: ferrocorn does not daemonize"),
         (["--user", "nobody"], {}, "--user: ferrocorn does not switch users"),
         (["--group", "nogroup"], {}, "--group: ferrocorn does not switch users"),
@@ -420,3 +423,39 @@ def test_ssl_ciphers_and_ssl_version(pki):
         assert handshake(server, pki)[0] == "TLSv1.2"
         with pytest.raises(ssl.SSLError):
             handshake(server, pki, minimum_version=ssl.TLSVersion.TLSv1_3)
+
+
+# ------------------------------------------------------------------ Python API
+def test_python_keywords_for_the_new_options(tmp_path):
+    argv = _options.to_argv(
+        "cli_app:app",
+        {
+            "headers": [("X-A", "1"), "X-B:2"],
+            "bind": "127.0.0.1:0",
+            "env": ["K=V"],
+            "reset_contextvars": True,
+            "ssl_version": 17,
+            "keep_alive": 3,
+        },
+    )
+    assert argv == [
+        "cli_app:app",
+        "--header", "X-A:1", "--header", "X-B:2",
+        "--bind", "127.0.0.1:0",
+        "--env", "K=V",
+        "--reset-contextvars",
+        "--ssl-version", "17",
+        "--timeout-keep-alive", "3",
+    ]  # fmt: skip
+    with pytest.raises(TypeError, match="headers must be a string or a list of strings"):
+        _options.to_argv("cli_app:app", {"headers": [1]})
+
+    env_file = tmp_path / "app.env"
+    env_file.write_text("FROM_FILE=1\n")
+    options = {"headers": [("X-A", "1")], "env": ["K=V"], "env_file": str(env_file)}
+    with testing.serve(
+        "cli_app:app", app_dir=str(APPS_DIR), bind=["127.0.0.1:0"], **options
+    ) as url:
+        response = httpx.get(url + "/?env=K&env=FROM_FILE", timeout=5)
+        assert response.headers["x-a"] == "1"
+        assert response.json()["env"] == {"K": "V", "FROM_FILE": "1"}

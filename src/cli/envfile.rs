@@ -104,14 +104,9 @@ impl Reader {
     }
 
     fn rest_starts_with(&self, s: &str) -> bool {
-        let mut i = self.at;
-        for c in s.chars() {
-            if self.chars.get(i) != Some(&c) {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        (self.at..)
+            .zip(s.chars())
+            .all(|(i, c)| self.chars.get(i) == Some(&c))
     }
 
     fn inline_space(c: char) -> bool {

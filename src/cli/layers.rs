@@ -148,7 +148,7 @@ pub fn resolve(cmd: &Command, argv: &[String]) -> Result<(Vec<String>, Sources),
         }
         if arg
             .get_env()
-            .and_then(|v| std::env::var_os(v))
+            .and_then(std::env::var_os)
             .is_some_and(|v| !v.is_empty())
         {
             continue; // clap reads it (WEB_CONCURRENCY).

@@ -16,9 +16,30 @@ const ASGI_WORKER_CLASSES: [&str; 6] = [
     "uvicorn_worker.UvicornH11Worker",
 ];
 
+/// hypercorn's worker classes: they name the event loop.
+const LOOP_WORKER_CLASSES: [&str; 2] = ["asyncio", "uvloop"];
+
 pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
-    let o = &config.cli;
     let mut notes = Vec::new();
+    if let Some(class) = config.cli.worker_class.clone() {
+        if LOOP_WORKER_CLASSES.contains(&class.as_str()) {
+            if let Some(other) = raw(matches, "loop_kind").filter(|l| *l != class) {
+                return Err(format!("--worker-class {class} contradicts --loop {other}"));
+            }
+            notes.push(format!(
+                "--worker-class {class}: hypercorn's worker class names the event loop; using \
+                 --loop {class}"
+            ));
+            config.loop_kind = class;
+        } else if class == "trio" {
+            return Err(
+                "--worker-class trio: ferrocorn runs apps on asyncio (trio is not \
+                        supported)"
+                    .into(),
+            );
+        }
+    }
+    let o = &config.cli;
 
     if o.daemon {
         return Err(
@@ -35,7 +56,11 @@ pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
             ));
         }
     }
-    if let Some(class) = &o.worker_class {
+    if let Some(class) = o
+        .worker_class
+        .as_ref()
+        .filter(|c| !LOOP_WORKER_CLASSES.contains(&c.as_str()))
+    {
         if !ASGI_WORKER_CLASSES.contains(&class.as_str()) {
             return Err(format!(
                 "--worker-class {class}: ferrocorn has ASGI workers only; use -k asgi (or \
@@ -134,7 +159,10 @@ pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
             }
         }
     }
-    if o.timeout_worker_healthcheck.is_some_and(|t| !(t > 0.0)) {
+    // NaN and negatives alike.
+    if o.timeout_worker_healthcheck
+        .is_some_and(|t| t.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+    {
         return Err("--timeout-worker-healthcheck must be above 0".into());
     }
 
