@@ -52,10 +52,7 @@ pub enum LayerError {
 impl LayerError {
     pub fn report(self) -> i32 {
         match self {
-            LayerError::Clap(e) => {
-                let _ = e.print();
-                e.exit_code()
-            }
+            LayerError::Clap(e) => print_clap_error(e, None),
             LayerError::Usage(message) => {
                 eprintln!("error: {message}");
                 EXIT_USAGE
@@ -179,17 +176,37 @@ pub fn report_clap_error(e: clap::Error, sources: &Sources) -> i32 {
             .next()
             .unwrap_or("");
         if let Some(source) = sources.get(long) {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("error: ");
-            eprintln!("error: {source}: {first}");
-            return EXIT_USAGE;
+            return print_clap_error(e, Some(source));
         }
     }
-    let _ = e.print();
+    print_clap_error(e, None)
+}
+
+/// Help and the version as clap prints them; an error as one line (clap's first, with
+/// its tip if it has one), prefixed by where a value came from when not typed.
+fn print_clap_error(e: clap::Error, source: Option<&str>) -> i32 {
+    use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+    if matches!(e.kind(), DisplayHelp | DisplayVersion) {
+        let _ = e.print();
+        return e.exit_code();
+    }
+    let text = e.to_string();
+    // The first paragraph ("... were not provided:\n  <APP>") on one line.
+    let mut line = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_string();
+    if let Some(tip) = text.lines().find_map(|l| l.trim().strip_prefix("tip: ")) {
+        line = format!("{line} ({tip})");
+    }
+    match source {
+        Some(source) => eprintln!("error: {source}: {line}"),
+        None => eprintln!("error: {line}"),
+    }
     e.exit_code()
 }
 
