@@ -112,6 +112,13 @@ def test_web_concurrency_still_counts_and_beats_the_file(tmp_path):
     env = {"WEB_CONCURRENCY": "2", "FERROCORN_WORKERS": "3"}
     with serve("--config", str(config), env=env) as server:
         assert len(server.wait_for_workers(3)) == 3
+    # As uvicorn, which loads the env file before it reads WEB_CONCURRENCY.
+    env_file = tmp_path / ".env"
+    env_file.write_text("WEB_CONCURRENCY=2\n")
+    with serve("--config", str(config), "--env-file", str(env_file)) as server:
+        assert len(server.wait_for_workers(2)) == 2
+    with serve("--env-file", str(env_file), env={"WEB_CONCURRENCY": "3"}) as server:
+        assert len(server.wait_for_workers(3)) == 3
 
 
 # ------------------------------------------------------------------ bad input

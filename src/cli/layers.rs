@@ -9,7 +9,7 @@
 //! `FERROCORN_NO_ACCESS_LOG=true` both mean `--no-access-log`. A repeatable option
 //! (`--header`, `--bind`, `--env`) takes one value per line. Empty variables are unset.
 //! Options clap already reads from a variable of their own (WEB_CONCURRENCY) keep it,
-//! below FERROCORN_*.
+//! below FERROCORN_*; as with uvicorn, the --env-file may set that variable too.
 
 use super::EXIT_USAGE;
 use clap::parser::ValueSource;
@@ -92,6 +92,25 @@ pub fn resolve(cmd: &Command, argv: &[String]) -> Result<(Vec<String>, Sources),
         None => ConfigFile::default(),
     };
 
+    // The --env-file, wherever it is named, for the variables clap reads itself.
+    let env_file_path = if on_cli("env_file") {
+        cli.get_one::<String>("env_file").cloned()
+    } else if let Some(path) = env_value(&env_name("env-file")) {
+        Some(path)
+    } else if let Some((toml::Value::String(path), _)) = file.values.get("env_file") {
+        Some(path.clone())
+    } else {
+        None
+    };
+    // Unreadable or invalid: reported once the options are parsed (src/cli/review.rs).
+    let env_file: BTreeMap<String, String> = env_file_path
+        .as_deref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| super::envfile::parse(&text, |n| std::env::var(n).ok()).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+
     let mut tokens = vec![argv.first().cloned().unwrap_or_else(|| "ferrocorn".into())];
     let mut sources = Sources::new();
     if !on_cli("app") {
@@ -149,6 +168,20 @@ pub fn resolve(cmd: &Command, argv: &[String]) -> Result<(Vec<String>, Sources),
             .is_some_and(|v| !v.is_empty())
         {
             continue; // clap reads it (WEB_CONCURRENCY).
+        }
+        // uvicorn loads --env-file into its own environment before it reads
+        // WEB_CONCURRENCY, so a .env may set the worker count; the same here.
+        if let Some((var, value)) = arg
+            .get_env()
+            .and_then(|var| env_file.get(var.to_str()?).map(|v| (var, v)))
+        {
+            tokens.push(format!("--{long}={value}"));
+            let path = env_file_path.as_deref().unwrap_or_default();
+            sources.insert(
+                long.to_string(),
+                format!("{} in {path}", var.to_string_lossy()),
+            );
+            continue;
         }
         // The config file.
         for (i, id) in ids.iter().enumerate() {
