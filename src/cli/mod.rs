@@ -11,6 +11,7 @@
 pub mod bind;
 mod ciphers;
 pub mod envfile;
+pub mod header;
 mod layers;
 pub mod options;
 mod review;
@@ -18,7 +19,6 @@ mod review;
 pub use bind::BindSpec;
 pub use ciphers::tls12_suites;
 pub use options::DropinOptions;
-pub use review::parse_header;
 
 use crate::config::Config;
 use clap::{Command, CommandFactory, FromArgMatches};

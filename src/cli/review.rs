@@ -1,9 +1,10 @@
 //! After parsing: the checks the drop-in options need (each failure one line, exit 2),
-//! what gunicorn-only settings become, and the notes the master logs once at startup
-//! about options that name another server's internals.
+//! what gunicorn's and hypercorn's settings become, and the notes the master logs once
+//! at startup about options that name another server's internals.
 
-use super::{envfile, BindSpec};
+use super::{envfile, header, BindSpec};
 use crate::config::{Config, HttpMode, TlsVersion};
+use clap::parser::ValueSource;
 use clap::ArgMatches;
 
 /// gunicorn worker classes that are ASGI workers: ferrocorn's own worker serves them.
@@ -19,32 +20,67 @@ const ASGI_WORKER_CLASSES: [&str; 6] = [
 /// hypercorn's worker classes: they name the event loop.
 const LOOP_WORKER_CLASSES: [&str; 2] = ["asyncio", "uvloop"];
 
-pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
-    let mut notes = Vec::new();
-    if let Some(class) = config.cli.worker_class.clone() {
-        if LOOP_WORKER_CLASSES.contains(&class.as_str()) {
-            if let Some(other) = raw(matches, "loop_kind").filter(|l| *l != class) {
-                return Err(format!("--worker-class {class} contradicts --loop {other}"));
-            }
-            notes.push(format!(
-                "--worker-class {class}: hypercorn's worker class names the event loop; using \
-                 --loop {class}"
-            ));
-            config.loop_kind = class;
-        } else if class == "trio" {
-            return Err(
-                "--worker-class trio: ferrocorn runs apps on asyncio (trio is not \
-                        supported)"
-                    .into(),
-            );
-        }
-    }
-    let o = &config.cli;
+type Notes = Vec<String>;
 
+pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
+    let mut notes = Notes::new();
+    worker_class(config, matches, &mut notes)?;
+    process_options(config, &mut notes)?;
+    implementation_names(config, matches, &mut notes)?;
+    tls(config)?;
+    addresses_and_headers(config, matches)?;
+    environment_and_directory(config)?;
+    config.cli.notes = notes;
+    Ok(())
+}
+
+/// `-k`: gunicorn's ASGI worker classes are ferrocorn's worker; hypercorn's name a loop.
+fn worker_class(
+    config: &mut Config,
+    matches: &ArgMatches,
+    notes: &mut Notes,
+) -> Result<(), String> {
+    let Some(class) = config.cli.worker_class.clone() else {
+        return Ok(());
+    };
+    if LOOP_WORKER_CLASSES.contains(&class.as_str()) {
+        if let Some(other) = raw(matches, "loop_kind").filter(|l| *l != class) {
+            return Err(format!("--worker-class {class} contradicts --loop {other}"));
+        }
+        notes.push(format!(
+            "--worker-class {class}: hypercorn's worker class names the event loop; using \
+             --loop {class}"
+        ));
+        config.loop_kind = class;
+        return Ok(());
+    }
+    if class == "trio" {
+        return Err(
+            "--worker-class trio: ferrocorn runs apps on asyncio (trio is not supported)".into(),
+        );
+    }
+    if !ASGI_WORKER_CLASSES.contains(&class.as_str()) {
+        return Err(format!(
+            "--worker-class {class}: ferrocorn has ASGI workers only; use -k asgi (or \
+             uvicorn.workers.UvicornWorker)"
+        ));
+    }
+    if class != "asgi" && class != "ferrocorn" {
+        notes.push(format!(
+            "--worker-class {class}: ferrocorn's own ASGI worker serves the app (Rust HTTP, \
+             asyncio loop)"
+        ));
+    }
+    Ok(())
+}
+
+/// gunicorn's process options that ferrocorn leaves to the supervisor, or has no use for.
+fn process_options(config: &Config, notes: &mut Notes) -> Result<(), String> {
+    let o = &config.cli;
     if o.daemon {
         return Err(
-            "--daemon: ferrocorn does not daemonize; run it under systemd, a container \
-                    or supervisord (docs/migrating.md)"
+            "--daemon: ferrocorn does not daemonize; run it under systemd, a container or \
+                    supervisord (docs/migrating.md)"
                 .into(),
         );
     }
@@ -56,24 +92,6 @@ pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
             ));
         }
     }
-    if let Some(class) = o
-        .worker_class
-        .as_ref()
-        .filter(|c| !LOOP_WORKER_CLASSES.contains(&c.as_str()))
-    {
-        if !ASGI_WORKER_CLASSES.contains(&class.as_str()) {
-            return Err(format!(
-                "--worker-class {class}: ferrocorn has ASGI workers only; use -k asgi (or \
-                 uvicorn.workers.UvicornWorker)"
-            ));
-        }
-        if class != "asgi" && class != "ferrocorn" {
-            notes.push(format!(
-                "--worker-class {class}: ferrocorn's own ASGI worker serves the app (Rust HTTP, \
-                 asyncio loop)"
-            ));
-        }
-    }
     if o.preload {
         notes.push(
             "--preload: the master never imports the app; each worker imports it in a fresh \
@@ -81,80 +99,92 @@ pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
                 .into(),
         );
     }
+    Ok(())
+}
 
-    // Implementation names of uvicorn: what ferrocorn uses instead.
-    if let Some(http) = raw(matches, "http") {
-        if matches!(http.as_str(), "h11" | "httptools") {
-            notes.push(format!(
-                "--http {http}: ferrocorn parses HTTP/1.1 in Rust; serving HTTP/1.1 only, as \
-                 uvicorn with {http} does"
-            ));
-        } else if http == "zttp" {
-            notes.push(
-                "--http zttp: ferrocorn serves HTTP/1.1 and HTTP/2 with its own Rust stack".into(),
-            );
-        }
+/// uvicorn's implementation choices: accepted, with what ferrocorn uses instead.
+fn implementation_names(
+    config: &Config,
+    matches: &ArgMatches,
+    notes: &mut Notes,
+) -> Result<(), String> {
+    match raw(matches, "http").as_deref() {
+        Some(http @ ("h11" | "httptools")) => notes.push(format!(
+            "--http {http}: ferrocorn parses HTTP/1.1 in Rust; serving HTTP/1.1 only, as \
+             uvicorn with {http} does"
+        )),
+        Some("zttp") => notes.push(
+            "--http zttp: ferrocorn serves HTTP/1.1 and HTTP/2 with its own Rust stack".into(),
+        ),
+        _ => {}
     }
-    if o.http2 {
+    if config.cli.http2 {
         if config.http == HttpMode::Http1 {
             return Err("--http2 asks for HTTP/2 but --http allows HTTP/1.1 only".into());
         }
         notes.push("--http2: ferrocorn serves HTTP/2 with --http auto (the default)".into());
     }
-    if let Some(ws) = raw(matches, "ws") {
-        if matches!(ws.as_str(), "websockets" | "websockets-sansio" | "wsproto") {
-            notes.push(format!(
-                "--ws {ws}: ferrocorn's WebSocket protocol is implemented in Rust"
-            ));
-        }
+    if let Some(ws @ ("websockets" | "websockets-sansio" | "wsproto")) =
+        raw(matches, "ws").as_deref()
+    {
+        notes.push(format!(
+            "--ws {ws}: ferrocorn's WebSocket protocol is implemented in Rust"
+        ));
     }
+    Ok(())
+}
 
-    // TLS.
-    match o.ssl_version {
+/// `--ssl-version` (Python's ssl.PROTOCOL_* numbers) and `--ssl-ciphers`, as far as
+/// rustls can honour them (src/tls.rs applies them).
+fn tls(config: &Config) -> Result<(), String> {
+    let version = config.cli.ssl_version;
+    match version {
         2 | 17 => {}
-        5 => {
-            if config.ssl_min_version == TlsVersion::Tls13 {
-                return Err(
-                    "--ssl-version 5 (TLS 1.2 only) contradicts --ssl-min-version 1.3".into(),
-                );
-            }
+        5 if config.ssl_min_version == TlsVersion::Tls13 => {
+            return Err("--ssl-version 5 (TLS 1.2 only) contradicts --ssl-min-version 1.3".into());
         }
+        5 => {}
         0 | 1 => {
             return Err(format!(
-                "--ssl-version {}: SSLv2/SSLv3 are not supported (TLS 1.2 and 1.3 are)",
-                o.ssl_version
-            ))
+                "--ssl-version {version}: SSLv2/SSLv3 are not supported (TLS 1.2 and 1.3 are)"
+            ));
         }
         3 | 4 => {
             return Err(format!(
-            "--ssl-version {} (TLS 1.{}): ferrocorn's TLS (rustls) supports TLS 1.2 and 1.3 only",
-            o.ssl_version,
-            o.ssl_version - 3
-        ))
+                "--ssl-version {version} (TLS 1.{}): ferrocorn's TLS (rustls) supports TLS 1.2 \
+                 and 1.3 only",
+                version - 3
+            ));
         }
         16 => {
-            return Err("--ssl-version 16 is PROTOCOL_TLS_CLIENT, a client protocol; use 17".into())
+            return Err(
+                "--ssl-version 16 is PROTOCOL_TLS_CLIENT, a client protocol; use 17".into(),
+            );
         }
         other => {
             return Err(format!(
-            "--ssl-version {other}: not one of Python's ssl.PROTOCOL_* numbers ferrocorn serves \
-             (17 or 2: TLS 1.2 and 1.3; 5: TLS 1.2 only)"
-        ))
+                "--ssl-version {other}: not one of Python's ssl.PROTOCOL_* numbers ferrocorn \
+                 serves (17 or 2: TLS 1.2 and 1.3; 5: TLS 1.2 only)"
+            ));
         }
     }
-    if let Some(spec) = &o.ssl_ciphers {
+    if let Some(spec) = &config.cli.ssl_ciphers {
         super::tls12_suites(spec)?;
     }
+    Ok(())
+}
 
-    for header in &o.header {
-        parse_header(header)?;
+fn addresses_and_headers(config: &Config, matches: &ArgMatches) -> Result<(), String> {
+    let o = &config.cli;
+    for text in &o.header {
+        header::parse(text)?;
     }
     for spec in &o.bind {
         BindSpec::parse(spec)?;
     }
     if !o.bind.is_empty() {
         for id in ["host", "port"] {
-            if matches.value_source(id) != Some(clap::parser::ValueSource::DefaultValue) {
+            if matches.value_source(id) != Some(ValueSource::DefaultValue) {
                 return Err(format!("--bind replaces --{id}; give one or the other"));
             }
         }
@@ -165,27 +195,29 @@ pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
     {
         return Err("--timeout-worker-healthcheck must be above 0".into());
     }
+    Ok(())
+}
 
-    // Paths relative to where ferrocorn was started, before --chdir moves away.
-    let env_file = o.env_file.clone().map(absolute);
-    envfile::worker_environment(env_file.as_deref(), &o.env)?;
-    if let Some(dir) = &o.chdir {
+/// The env file checked (and made absolute, so SIGHUP reads the same file after
+/// --chdir), --chdir applied, and gunicorn's "-" for the standard streams.
+fn environment_and_directory(config: &mut Config) -> Result<(), String> {
+    let env_file = config.cli.env_file.clone().map(absolute);
+    envfile::worker_environment(env_file.as_deref(), &config.cli.env)?;
+    config.cli.env_file = env_file;
+    if let Some(dir) = &config.cli.chdir {
         std::env::set_current_dir(dir).map_err(|e| format!("--chdir {dir}: {e}"))?;
     }
-
-    // gunicorn writes "-" for the standard streams.
     for path in [&mut config.error_logfile, &mut config.access_logfile] {
         if path.as_deref() == Some("-") {
             *path = None;
         }
     }
-    config.cli.env_file = env_file;
-    config.cli.notes = notes;
     Ok(())
 }
 
+/// The value as typed (lowercase), None when the default applies.
 fn raw(matches: &ArgMatches, id: &str) -> Option<String> {
-    if matches.value_source(id) == Some(clap::parser::ValueSource::DefaultValue) {
+    if matches.value_source(id) == Some(ValueSource::DefaultValue) {
         return None;
     }
     let value = matches.get_raw(id)?.next()?;
@@ -197,17 +229,4 @@ fn absolute(path: String) -> String {
         Ok(p) => p.to_string_lossy().into_owned(),
         Err(_) => path,
     }
-}
-
-/// `Name:Value` as uvicorn splits it (at the first colon, the value's spaces trimmed).
-pub fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
-    let bad = |why: &str| format!("--header {text:?}: {why}");
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| bad("expected Name:Value"))?;
-    let name = http::HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| bad("not a valid header name"))?;
-    let value = http::HeaderValue::from_str(value.trim())
-        .map_err(|_| bad("the value has characters a header can't carry"))?;
-    Ok((name, value))
 }

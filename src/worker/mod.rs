@@ -234,7 +234,7 @@ fn head_options(c: &crate::config::Config) -> PyResult<HeadOptions> {
         .cli
         .header
         .iter()
-        .map(|h| crate::cli::parse_header(h))
+        .map(|h| crate::cli::header::parse(h))
         .collect::<Result<Vec<_>, _>>()
         .map_err(runtime_error)?;
     let custom_server = extra.iter().any(|(n, _)| n == http::header::SERVER);
