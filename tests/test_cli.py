@@ -140,6 +140,8 @@ def bad(tmp_path, name: str, text: str) -> str:
         (["-c", "gunicorn.conf.py"], {}, "a Python config file (gunicorn's or hypercorn's)"),
         ([], {"FERROCORN_PORT": "abc"}, "FERROCORN_PORT: invalid value 'abc'"),
         ([], {"FERROCORN_ACCESS_LOG": "maybe"}, "FERROCORN_ACCESS_LOG: expects true or false"),
+        ([], {"FERROCORN_ENV": "production"}, 'FERROCORN_ENV: --env "production": expected KEY'),
+        (["-c", "@b.toml:bind = ['x:1']"], {}, 'bind in {tmp}/b.toml: --bind "x:1": the host'),
         (
             [],
             {"FERROCORN_ACCESS_LOG": "1", "FERROCORN_NO_ACCESS_LOG": "1"},

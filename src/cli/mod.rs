@@ -63,7 +63,15 @@ pub fn parse(argv: &[String]) -> Result<Config, i32> {
         Err(e) => return Err(layers::report_clap_error(e, &sources)),
     };
     if let Err(message) = review::review(&mut config, &matches) {
-        eprintln!("error: {message}");
+        // "--env ...: why" names the variable or file the value came from, if not typed.
+        let long = message
+            .strip_prefix("--")
+            .and_then(|rest| rest.split([' ', ':']).next())
+            .unwrap_or_default();
+        match sources.get(long) {
+            Some(source) => eprintln!("error: {source}: {message}"),
+            None => eprintln!("error: {message}"),
+        }
         return Err(EXIT_USAGE);
     }
     Ok(config)
