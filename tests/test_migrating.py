@@ -33,7 +33,7 @@ SERVERS = ("uvicorn", "gunicorn", "granian", "hypercorn")
 ROW = re.compile(r"^\| (?P<theirs>.+?) \| `(?P<ours>[^`]+)` \| (?P<checks>.+?) \|$")
 CHECK_KINDS = {
     "serves", "header", "env", "scope", "workers", "loop", "https", "http2", "http1-only",
-    "quiet", "file", "log", "exits",
+    "quiet", "file", "log", "exits", "fresh-context",
 }  # fmt: skip
 
 
@@ -257,6 +257,8 @@ def run_check(kind, arg, response, data, server, launch, files, workdir):
         assert len(server.wait_for_workers(int(arg))) == int(arg)
     elif kind == "loop":
         assert data["loop"] == arg
+    elif kind == "fresh-context":
+        assert data["marker"] == "unset"  # tests/apps/cli_app.py sets it at import
     elif kind in ("http2", "http1-only"):
         with client(launch, files, https=False, http2=True) as h2:
             if kind == "http2":
