@@ -261,6 +261,16 @@ def test_header_on_http1_http2_and_next_to_the_apps_own():
             assert response.headers["x-frame-options"] == "DENY"
 
 
+def test_header_on_the_websocket_handshake():
+    from websockets.sync.client import connect
+
+    with Server("ws_echo:app", "--header", "X-Frame-Options: DENY", env=CLEAN) as server:
+        with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            assert ws.response.headers["x-frame-options"] == "DENY"
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "hi"
+
+
 def test_a_server_header_replaces_ferrocorns():
     with serve("--header", "Server: edge") as server:
         response = httpx.get(server.url + "/", timeout=5)

@@ -402,3 +402,67 @@ fn find_option(cmd: &Command, name: &str) -> Option<String> {
         })
         .map(|a| a.get_id().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(id: &str, raw: Raw, inverted: bool) -> Result<Vec<String>, String> {
+        let cmd = super::super::command();
+        let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+        tokens_for(arg, negative_of(&cmd, arg), &raw, inverted)
+    }
+
+    #[test]
+    fn switches_take_a_boolean_under_either_name() {
+        let env = |s: &str| Raw::Env(s.into());
+        assert_eq!(
+            tokens("access_log", env("false"), false).unwrap(),
+            ["--no-access-log"]
+        );
+        assert_eq!(
+            tokens("access_log", env("on"), false).unwrap(),
+            ["--access-log"]
+        );
+        // FERROCORN_NO_ACCESS_LOG=true and =false.
+        assert_eq!(
+            tokens("access_log", env("1"), true).unwrap(),
+            ["--no-access-log"]
+        );
+        assert_eq!(
+            tokens("access_log", env("no"), true).unwrap(),
+            ["--access-log"]
+        );
+        // A switch without a --no- form: false is its absence.
+        assert_eq!(
+            tokens("factory", env("false"), false).unwrap(),
+            Vec::<String>::new()
+        );
+        let bad = tokens("factory", env("maybe"), false).unwrap_err();
+        assert_eq!(bad, "expects true or false");
+    }
+
+    #[test]
+    fn values_and_lists() {
+        let port = Raw::Toml(toml::Value::Integer(9000));
+        assert_eq!(tokens("port", port, false).unwrap(), ["--port=9000"]);
+        let lines = Raw::Env("X-A: 1\n\n  X-B: 2\n".into());
+        assert_eq!(
+            tokens("header", lines, false).unwrap(),
+            ["--header=X-A: 1", "--header=X-B: 2"]
+        );
+        let array = Raw::Toml(toml::Value::Array(vec!["a:1".into(), "b:2".into()]));
+        assert_eq!(
+            tokens("bind", array, false).unwrap(),
+            ["--bind=a:1", "--bind=b:2"]
+        );
+        let nested = Raw::Toml(toml::Value::Array(vec![]));
+        assert!(tokens("port", nested, false).is_err());
+    }
+
+    #[test]
+    fn variable_names() {
+        assert_eq!(env_name("ws-max-size"), "FERROCORN_WS_MAX_SIZE");
+        assert_eq!(env_name("no-access-log"), "FERROCORN_NO_ACCESS_LOG");
+    }
+}
