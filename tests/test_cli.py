@@ -3,6 +3,7 @@
 --bind forms and short names, the rest of uvicorn 0.54's options, and one clear line with
 exit code 2 for bad input. Every server is a real ferrocorn process."""
 
+import importlib.util
 import os
 import re
 import signal
@@ -383,6 +384,15 @@ def test_implementation_names_are_noted_once_at_startup():
 def test_loop_values_including_a_custom_factory(loop, expected):
     with serve("--loop", loop) as server:
         assert report(server)["loop"] == expected
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("zuvloop") is not None, reason="zuvloop is installed here"
+)
+def test_a_loop_that_is_not_installed_fails_the_boot_with_its_name():
+    result = run_to_exit(APP, "--loop", "zuvloop")
+    assert result.returncode == 3, result.stderr
+    assert "--loop zuvloop was given but zuvloop is not installed" in result.stderr
 
 
 def test_a_custom_loop_that_cannot_be_imported_fails_the_boot():
