@@ -16,12 +16,20 @@ pub enum LifespanMode {
     Off,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LoopKind {
-    Auto,
-    Asyncio,
-    Uvloop,
+/// `--loop`: a name ferrocorn knows, or a `module:function` loop factory.
+fn parse_loop(value: &str) -> Result<String, String> {
+    let known = ["auto", "asyncio", "uvloop", "zuvloop", "none"];
+    let lower = value.to_ascii_lowercase();
+    if known.contains(&lower.as_str()) {
+        return Ok(lower);
+    }
+    match value.split_once(':') {
+        Some((module, function)) if !module.is_empty() && !function.is_empty() => Ok(value.into()),
+        _ => Err(format!(
+            "expected one of {} or module:function",
+            known.join(", ")
+        )),
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
@@ -52,6 +60,7 @@ pub enum WsMode {
 #[serde(rename_all = "lowercase")]
 pub enum HttpMode {
     /// HTTP/1.1, and HTTP/2 by ALPN, by prior knowledge or by `Upgrade: h2c`.
+    #[value(alias = "zttp")]
     Auto,
     /// HTTP/1.1 only.
     #[value(name = "1", alias = "h11", alias = "httptools")]
@@ -133,9 +142,12 @@ pub struct Config {
     #[arg(long, value_enum, default_value = "auto")]
     pub lifespan: LifespanMode,
 
-    /// Event loop: "auto" uses uvloop when it is installed.
-    #[arg(long = "loop", value_enum, default_value = "auto")]
-    pub loop_kind: LoopKind,
+    /// Event loop: "auto" uses uvloop when it is installed; "asyncio", "uvloop",
+    /// "zuvloop", "none" (asyncio's default policy), or "module:function" returning a
+    /// new event loop, as uvicorn's custom loop factory.
+    #[arg(long = "loop", default_value = "auto", value_name = "LOOP",
+          value_parser = parse_loop)]
+    pub loop_kind: String,
 
     /// How HTTP requests run: "task" (an asyncio Task each, as uvicorn) or "runner"
     /// (opt-in speed-up; see the README for what an app can observe).
@@ -309,6 +321,10 @@ pub struct Config {
     /// Oldest TLS version accepted.
     #[arg(long, value_enum, default_value = "1.2")]
     pub ssl_min_version: TlsVersion,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cli: crate::cli::DropinOptions,
 
     /// Internal, for `ferrocorn check` (python/ferrocorn/_check.py): each worker writes
     /// its plain-python contract report into this directory once lifespan startup is done.

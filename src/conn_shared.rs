@@ -55,25 +55,33 @@ impl ConnShared {
 }
 
 /// Request-head limits (--limit-request-line, --limit-request-fields,
-/// --limit-request-field-size).
+/// --limit-request-field-size, --h11-max-incomplete-event-size).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub request_line: usize,
     pub fields: usize,
     pub field_size: usize,
+    /// A cap on the whole head while it is incomplete (uvicorn's h11 option).
+    pub max_incomplete_head: Option<usize>,
 }
 
 impl Limits {
     /// The most bytes a head may take; beyond it the client is refused.
     pub fn max_head(&self) -> usize {
-        self.request_line + 2 + self.fields * (self.field_size + 2) + 2
+        let by_fields = self.request_line + 2 + self.fields * (self.field_size + 2) + 2;
+        self.max_incomplete_head
+            .map_or(by_fields, |cap| cap.min(by_fields))
     }
 }
 
-/// Response-head options (--server-header, --date-header).
+/// Response-head options (--server-header, --date-header, --header).
+#[derive(Default)]
 pub struct HeadOptions {
     pub server_header: bool,
     pub date_header: bool,
+    /// --header: sent before the app's own headers, as uvicorn does (an app header of
+    /// the same name is sent too).
+    pub extra: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// Per-worker WebSocket options (--ws-*).

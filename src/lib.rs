@@ -1,6 +1,7 @@
 //! ferrocorn: an ASGI application server. See shared/DESIGN.md for the architecture.
 
 pub mod asgi;
+pub mod cli;
 pub mod config;
 pub mod conn_shared;
 pub mod control;
@@ -13,7 +14,6 @@ pub mod tls;
 pub mod worker;
 pub mod ws;
 
-use clap::Parser;
 use pyo3::prelude::*;
 
 /// Parse the command line and run the master until it stops; returns the exit code.
@@ -25,12 +25,9 @@ fn run_master(
     executable: String,
     interpreter_flags: Vec<String>,
 ) -> i32 {
-    let config = match config::Config::try_parse_from(&argv) {
+    let config = match cli::parse(&argv) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let python = master::spawn::PythonLaunch {
         executable,

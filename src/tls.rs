@@ -28,11 +28,23 @@ pub fn server_config(config: &Config) -> Result<Option<Arc<ServerConfig>>, TlsEr
     let certs = load_certs(cert_path)?;
     let key = load_key(key_path, config.ssl_keyfile_password.as_deref())?;
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = match config.ssl_min_version {
-        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        TlsVersion::Tls13 => &[&rustls::version::TLS13],
-    };
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(spec) = &config.cli.ssl_ciphers {
+        // As OpenSSL's cipher list: TLS 1.2 suites only; TLS 1.3's stay.
+        let tls12 = crate::cli::tls12_suites(spec)?;
+        provider.cipher_suites.retain(|s| {
+            s.version() == &rustls::version::TLS13 || tls12.iter().any(|t| t.suite() == s.suite())
+        });
+    }
+    let provider = Arc::new(provider);
+    // --ssl-version 5 is Python's PROTOCOL_TLSv1_2: TLS 1.2 alone (src/cli/review.rs
+    // refuses the numbers rustls can't serve).
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        match (config.ssl_min_version, config.cli.ssl_version) {
+            (TlsVersion::Tls12, 5) => &[&rustls::version::TLS12],
+            (TlsVersion::Tls12, _) => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            (TlsVersion::Tls13, _) => &[&rustls::version::TLS13],
+        };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| format!("TLS setup failed: {e}"))?;

@@ -43,7 +43,7 @@ def help_options() -> dict[str, str | None]:
     current = None
     for line in out.splitlines():
         # A value may be optional: `--proxy-protocol [<MODE>]`.
-        match = re.match(r"^\s+(?:-\w, )?--([\w-]+)( \[?<\w+>\]?)?$", line)
+        match = re.match(r"^\s+(?:-\w, )?--([\w-]+)( \[?<[\w:=]+>\]?)?$", line)
         if match:
             current = match.group(1)
             options[current] = None

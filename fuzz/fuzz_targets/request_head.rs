@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         request_line: 8190,
         fields: 100,
         field_size: 8190,
+        max_incomplete_head: None,
     };
     let mut buf = BytesMut::from(data);
     if let Outcome::Complete(_) = parse(&mut buf, &limits) {

@@ -19,13 +19,29 @@ def set_title(title: str) -> None:
     setproctitle(title)
 
 
+def _app_argument(args: list[str]) -> str:
+    """APP among the arguments (for the process title): the first that is neither an
+    option nor an option's value."""
+    from ferrocorn._options import takes_value
+
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = takes_value(arg)
+        else:
+            return arg
+    return ""
+
+
 def serve(args: list[str]) -> int:
     # Workers are started with this same interpreter and its flags (-X dev, -O, ...).
     flags = subprocess._args_from_interpreter_flags()
     # The master owns SIGINT (quick stop). Python's own handler would otherwise leave a
     # KeyboardInterrupt pending that CPython turns into death by SIGINT on the way out.
     # SIG_DFL, never SIG_IGN: an ignored disposition would survive exec into workers.
-    app = next((a for a in args if not a.startswith("-")), "")
+    app = _app_argument(args)
     set_title(f"ferrocorn: master [{app}]")
     previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:

@@ -17,6 +17,7 @@ VALUE = "value"  # --name VALUE
 FLAG = "flag"  # True: --name; False: nothing (no --no- form)
 NEGATABLE = "negatable"  # True: --name; False: --no-name
 BOOL_VALUE = "bool_value"  # --name true|false
+MULTI = "multi"  # a list: --name ITEM for each item (a single string is one item)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Option:
     default: Any = None
     choices: tuple[str, ...] = ()
     flag: str = ""  # the command-line name when it isn't --<name with dashes>
+    short: str = ""  # gunicorn's one-letter name, as in `ferrocorn --help`
 
     @property
     def cli(self) -> str:
@@ -47,11 +49,12 @@ OPTIONS: dict[str, Option] = {
         Option("uds", VALUE, PATH),
         Option("fd", VALUE, int),
         Option("backlog", VALUE, int, 2048),
-        Option("workers", VALUE, int, 1),
+        Option("workers", VALUE, int, 1, short="-w"),
         Option("app_dir", VALUE, PATH, "."),
         Option("factory", FLAG, bool, False),
         Option("lifespan", VALUE, str, "auto", ("auto", "on", "off")),
-        Option("loop", VALUE, str, "auto", ("auto", "asyncio", "uvloop")),
+        # Also "module:function", a custom loop factory (not a fixed choice).
+        Option("loop", VALUE, str, "auto"),
         Option("task_impl", VALUE, str, "task", ("task", "runner")),
         Option("root_path", VALUE, str, ""),
         Option("timeout_keep_alive", VALUE, NUMBER, 5.0),
@@ -70,11 +73,11 @@ OPTIONS: dict[str, Option] = {
         Option("worker_connections", VALUE, int),
         Option("max_requests", VALUE, int),
         Option("max_requests_jitter", VALUE, int, 0),
-        Option("timeout", VALUE, NUMBER, 30.0),
+        Option("timeout", VALUE, NUMBER, 30.0, short="-t"),
         Option("graceful_timeout", VALUE, NUMBER),
         Option("error_logfile", VALUE, PATH),
         Option("access_logfile", VALUE, PATH),
-        Option("pid", VALUE, PATH),
+        Option("pid", VALUE, PATH, short="-p"),
         Option(
             "ws",
             VALUE,
@@ -87,7 +90,7 @@ OPTIONS: dict[str, Option] = {
         Option("ws_ping_interval", VALUE, NUMBER, 20.0),
         Option("ws_ping_timeout", VALUE, NUMBER, 20.0),
         Option("ws_per_message_deflate", BOOL_VALUE, bool, True),
-        Option("http", VALUE, (str, int), "auto", ("auto", "1", "2", "h11", "httptools")),
+        Option("http", VALUE, (str, int), "auto", ("auto", "1", "2", "h11", "httptools", "zttp")),
         Option("http2_max_concurrent_streams", VALUE, int, 100),
         Option("http2_max_header_list_size", VALUE, int, 65536),
         Option("http2_max_frame_size", VALUE, int, 16384),
@@ -102,6 +105,24 @@ OPTIONS: dict[str, Option] = {
         Option("forwarded_host", FLAG, bool, False),
         Option("proxy_protocol", VALUE, str, "off", ("off", "v1", "v2", "auto")),
         Option("proxy_allow_from", VALUE, TRUST_LIST, "127.0.0.1,::1"),
+        # The drop-in options (src/cli/options.rs).
+        Option("config", VALUE, PATH, short="-c"),
+        Option("env_file", VALUE, PATH),
+        Option("env", MULTI, str, short="-e"),
+        Option("header", MULTI, str),
+        Option("bind", MULTI, str, short="-b"),
+        Option("chdir", VALUE, PATH),
+        Option("worker_class", VALUE, str, short="-k"),
+        Option("preload", FLAG, bool, False),
+        Option("daemon", FLAG, bool, False),
+        Option("user", VALUE, str),
+        Option("group", VALUE, str),
+        Option("h11_max_incomplete_event_size", VALUE, int),
+        Option("timeout_worker_healthcheck", VALUE, NUMBER),
+        Option("reset_contextvars", FLAG, bool, False),
+        Option("ssl_version", VALUE, int, 17),
+        Option("ssl_ciphers", VALUE, str),
+        Option("http2", FLAG, bool, False),
     ]
 }
 
@@ -109,6 +130,16 @@ OPTIONS: dict[str, Option] = {
 ALIASES = {
     "limit_max_requests": "max_requests",
     "limit_max_requests_jitter": "max_requests_jitter",
+    # uvicorn's keyword for --header: a list of (name, value) pairs.
+    "headers": "header",
+    # gunicorn's names.
+    "keep_alive": "timeout_keep_alive",
+    "log_file": "error_logfile",
+    "certfile": "ssl_certfile",
+    "keyfile": "ssl_keyfile",
+    "ca_certs": "ssl_ca_certs",
+    "cert_reqs": "ssl_cert_reqs",
+    "ciphers": "ssl_ciphers",
 }
 
 # uvicorn options ferrocorn has no equivalent for: named in the error, not guessed at.
@@ -118,14 +149,10 @@ UVICORN_ONLY = {
     "reload_includes",
     "reload_excludes",
     "reload_delay",
-    "env_file",
     "log_config",
     "use_colors",
     "interface",
-    "headers",
-    "ssl_version",
-    "ssl_ciphers",
-    "h11_max_incomplete_event_size",
+    "ssl_context_factory",
     "timeout_notify",
     "callback_notify",
     "ws_max_queue_size",
@@ -148,12 +175,15 @@ def lookup(name: str) -> Option:
     raise TypeError(f"ferrocorn has no option {name!r}{hint}")
 
 
-def normalise(name: str, value: Any) -> str | bool | None:
+def normalise(name: str, value: Any) -> str | bool | list[str] | None:
     """Check one keyword's value: TypeError for a wrong type, ValueError for a value the
-    option doesn't take. Returns the value as the command line spells it (or a bool)."""
+    option doesn't take. Returns the value as the command line spells it (a bool for a
+    switch, a list of strings for a repeatable option)."""
     option = lookup(name)
     if value is None:
         return None
+    if option.kind == MULTI:
+        return _items(name, option, value)
     if option.kind in (FLAG, NEGATABLE, BOOL_VALUE):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
@@ -188,6 +218,22 @@ def normalise(name: str, value: Any) -> str | bool | None:
     return text
 
 
+def _items(name: str, option: Option, value: Any) -> list[str]:
+    """A repeatable option's items: one string, or a list of strings (for `headers`, as
+    uvicorn takes them, also (name, value) pairs)."""
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"{name} must be a string or a list of strings, not {value!r}")
+    out = []
+    for item in items:
+        if option.name == "header" and isinstance(item, (list, tuple)) and len(item) == 2:
+            item = f"{item[0]}:{item[1]}"
+        if not isinstance(item, str):
+            raise TypeError(f"{name} must be a string or a list of strings, not {value!r}")
+        out.append(item)
+    return out
+
+
 def to_argv(app: str, options: dict[str, Any]) -> list[str]:
     """The command line for `app` and keyword options, checked as `normalise` does."""
     argv = [app]
@@ -196,7 +242,10 @@ def to_argv(app: str, options: dict[str, Any]) -> list[str]:
         option = lookup(name)
         if value is None or (option.kind == FLAG and value is False):
             continue
-        if option.kind == BOOL_VALUE:
+        if isinstance(value, list):
+            for item in value:
+                argv += [option.cli, item]
+        elif option.kind == BOOL_VALUE:
             argv += [option.cli, "true" if value else "false"]
         elif value is True:
             argv.append(option.cli)
@@ -209,8 +258,13 @@ def to_argv(app: str, options: dict[str, Any]) -> list[str]:
 
 def takes_value(arg: str) -> bool:
     """Whether a command-line option consumes the next argument (for finding APP)."""
-    if not arg.startswith("--") or "=" in arg:
+    if "=" in arg:
         return False
-    name = arg[2:].replace("-", "_")
-    option = OPTIONS.get(ALIASES.get(name, name))
-    return option is not None and option.kind in (VALUE, BOOL_VALUE)
+    if len(arg) == 2 and arg[0] == "-" and arg != "--":
+        option = next((o for o in OPTIONS.values() if o.short == arg), None)
+    elif arg.startswith("--"):
+        name = arg[2:].replace("-", "_")
+        option = OPTIONS.get(ALIASES.get(name, name))
+    else:
+        return False
+    return option is not None and option.kind in (VALUE, BOOL_VALUE, MULTI)

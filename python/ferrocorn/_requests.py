@@ -65,9 +65,10 @@ class PerRequestTasks:
     `loop.create_task(reported(send, app, scope, receive, send))`, through the loop so
     that an app's task factory sees every request."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, app: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: Any, fresh_context: bool) -> None:
         self.loop = loop
         self.app = app
+        self.create_task = _task_maker(loop, fresh_context)
 
     def kick(self) -> None:
         pass
@@ -77,11 +78,13 @@ class Runners:
     """HTTP requests in runners; WebSocket sessions in a Task each (they suspend at
     every message, where a Task steps faster, and live long enough to amortise it)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, app: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: Any, fresh_context: bool) -> None:
         self.loop = loop
         self.app = app
-        # Runners start in copies of this context, as Tasks made here would.
-        self.base_context = contextvars.copy_context()
+        self.create_task = _task_maker(loop, fresh_context)
+        # Runners start in copies of this context, as Tasks made here would (an empty
+        # one with --reset-contextvars).
+        self.base_context = contextvars.Context() if fresh_context else contextvars.copy_context()
         # Requests wait here (src/asgi/runner.rs).
         self.queue = _ferrocorn.RequestQueue(app, self.base_context)
         # Futures that idle runners wait on.
@@ -166,10 +169,23 @@ def _resume(coro: Any, waits_on: Any) -> Any:
     return (yield from coro)
 
 
-def make(loop: asyncio.AbstractEventLoop, app: Any, impl: str) -> PerRequestTasks | Runners:
+def _task_maker(loop: asyncio.AbstractEventLoop, fresh_context: bool) -> Any:
+    """`loop.create_task`, or with --reset-contextvars one that starts each Task in a new
+    empty contextvars.Context, as uvicorn's option does (context set at import time or
+    in the lifespan is then not visible to requests)."""
+    if not fresh_context:
+        return loop.create_task
+    if sys.version_info >= (3, 11):
+        return lambda coro: loop.create_task(coro, context=contextvars.Context())
+    return lambda coro: contextvars.Context().run(loop.create_task, coro)
+
+
+def make(
+    loop: asyncio.AbstractEventLoop, app: Any, impl: str, fresh_context: bool = False
+) -> PerRequestTasks | Runners:
     if impl != "runner" or loop.get_task_factory() is not None or sys.version_info < (3, 11):
-        return PerRequestTasks(loop, app)
-    return Runners(loop, app)
+        return PerRequestTasks(loop, app, fresh_context)
+    return Runners(loop, app, fresh_context)
 
 
 def is_request_task(task: asyncio.Task) -> bool:

@@ -7,7 +7,7 @@
             assert httpx.get(url + "/").status_code == 200
 
 `serve()` starts a real ferrocorn server (master and workers, lifespan startup) on a
-free port of 127.0.0.1 unless `port`, `uds` or `fd` is given, waits until every worker
+free port of 127.0.0.1 unless `port`, `uds`, `fd` or `bind` is given, waits until every worker
 is ready and yields the base URL ("http://127.0.0.1:PORT", or the socket path with
 `uds=`). On exit it stops the server gracefully (requests drain, lifespan shutdown
 runs) and waits for it. `aserve()` is the same as an async context manager.
@@ -29,9 +29,11 @@ STOP_TIMEOUT = 30.0
 
 
 def _config(app: Any, options: dict[str, Any]) -> Config:
-    if not {"port", "uds", "fd"} & {k for k, v in options.items() if v is not None}:
+    given = {k for k, v in options.items() if v is not None}
+    if not {"port", "uds", "fd", "bind"} & given:
         options = {**options, "port": 0}
-    options.setdefault("host", "127.0.0.1")
+    if "bind" not in given:  # --bind names its hosts itself
+        options.setdefault("host", "127.0.0.1")
     return Config(app, **options)
 
 

@@ -8,6 +8,7 @@ in forked children). The master sends the configuration over the control channel
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -24,15 +25,32 @@ WEBSOCKET_CLOSE_GRACE = 0.1
 
 
 def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
-    if kind in ("auto", "uvloop"):
+    if kind in ("auto", "uvloop", "zuvloop"):
+        module = "uvloop" if kind == "auto" else kind
         try:
-            import uvloop
+            new_event_loop = importlib.import_module(module).new_event_loop
         except ImportError:
-            if kind == "uvloop":
-                raise AppLoadError("--loop uvloop was given but uvloop is not installed.") from None
+            if kind != "auto":
+                message = f"--loop {kind} was given but {kind} is not installed."
+                raise AppLoadError(message) from None
         else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+            return new_event_loop()
+    if kind in ("auto", "asyncio", "none"):
+        # "none" is uvicorn's "asyncio's own choice": the event loop policy's loop, so
+        # an app that installed a policy gets its loop.
+        return asyncio.new_event_loop()
+    # uvicorn's custom loop factory: "module:function", called to make the loop.
+    module_name, _, attr = kind.partition(":")
+    try:
+        factory: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            factory = getattr(factory, part)
+    except (ImportError, AttributeError) as exc:
+        raise AppLoadError(f"Error loading custom loop setup function. {exc}") from None
+    loop = factory()
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        raise AppLoadError(f"--loop {kind} returned {loop!r}, not an event loop.")
+    return loop
 
 
 def _forget_wakeup_fd_in_child() -> None:
@@ -95,7 +113,9 @@ class Worker:
             self.core.boot_failed(f"Application startup failed: {exc!r}")
             return 3
 
-        requests = _requests.make(loop, app, self.config["task_impl"])
+        requests = _requests.make(
+            loop, app, self.config["task_impl"], self.config.get("reset_contextvars", False)
+        )
         fd = self.core.serve(loop, requests, lifespan.state, self.on_control)
         loop.add_reader(fd, self.core.drain)
         if self.config.get("check_report"):

@@ -52,7 +52,7 @@ impl Dispatcher {
             },
             kick: requests.getattr("kick")?.unbind(),
             queued: false,
-            create_task: requests.getattr("loop")?.getattr("create_task")?.unbind(),
+            create_task: requests.getattr("create_task")?.unbind(),
             reported: requests
                 .py()
                 .import("ferrocorn._requests")?

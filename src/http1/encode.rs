@@ -59,6 +59,7 @@ pub fn write_head(
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.put_slice(b"\r\n");
+    put_extra_headers(out, opts);
     for (name, value) in headers {
         if *name == CONTENT_LENGTH {
             if app_chunked {
@@ -126,6 +127,13 @@ pub fn write_head(
     }
     out.put_slice(b"\r\n");
     (framing, keep_alive)
+}
+
+/// --header's default headers, written before the app's own as uvicorn does.
+pub fn put_extra_headers(out: &mut BytesMut, opts: &HeadOptions) {
+    for (name, value) in &opts.extra {
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
 }
 
 /// The server and date headers alone, for heads written outside `write_head` (101).
@@ -224,6 +232,7 @@ mod tests {
         let opts = HeadOptions {
             server_header: true,
             date_header: false,
+            ..Default::default()
         };
         let (framing, ka) = write_head(&mut out, StatusCode::OK, &map, exact, &req, &opts);
         (String::from_utf8(out.to_vec()).unwrap(), framing, ka)

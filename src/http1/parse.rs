@@ -299,6 +299,7 @@ mod tests {
             request_line: 100,
             fields: 4,
             field_size: 60,
+            max_incomplete_head: None,
         }
     }
 

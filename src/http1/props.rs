@@ -13,6 +13,7 @@ fn limits() -> Limits {
         request_line: 8190,
         fields: 100,
         field_size: 8190,
+        max_incomplete_head: None,
     }
 }
 

@@ -144,6 +144,9 @@ fn error_response(respond: &mut SendResponse<Bytes>, status: StatusCode, shared:
 }
 
 fn add_server_and_date(headers: &mut HeaderMap, shared: &ConnShared) {
+    for (name, value) in &shared.head.extra {
+        headers.append(name.clone(), value.clone());
+    }
     if shared.head.server_header && !headers.contains_key(http::header::SERVER) {
         headers.insert(http::header::SERVER, HeaderValue::from_static("ferrocorn"));
     }

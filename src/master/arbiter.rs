@@ -49,6 +49,7 @@ const DRAIN_KILL_MARGIN: Duration = Duration::from_secs(5);
 /// Time a hung worker gets to write its stacks before it is killed.
 const DUMP_GRACE: Duration = Duration::from_secs(1);
 const STOP_TOO_SLOW: &str = "it did not stop in time";
+const NOT_READY_IN_TIME: &str = "it was not ready within --timeout-worker-healthcheck";
 /// How often the arbiter looks at heartbeats and deadlines.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -93,6 +94,9 @@ struct Arbiter {
     /// The replacement being booted, and the worker it replaces (None once that one
     /// died on its own while its replacement booted).
     replacing: Option<(u64, Option<u64>)>,
+    /// Variables every new worker gets (--env-file, --env); the file is read again on
+    /// HUP.
+    worker_env: Vec<(String, String)>,
 }
 
 /// Entry point of the master: bind, spawn, supervise; returns the process exit code.
@@ -105,6 +109,22 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         eprintln!("ERROR:    Could not open a log file: {e}");
         return EXIT_FAILURE;
     }
+    for note in &config.cli.notes {
+        info!("{note}");
+    }
+    if let Some(path) = &config.cli.env_file {
+        info!("Loading environment from '{path}'");
+    }
+    let worker_env = match crate::cli::envfile::worker_environment(
+        config.cli.env_file.as_deref(),
+        &config.cli.env,
+    ) {
+        Ok(env) => env,
+        Err(e) => {
+            error!("{e}");
+            return EXIT_FAILURE;
+        }
+    };
     // Load the TLS material once here, so a wrong key or password is one line at
     // startup instead of a boot failure in every worker.
     if let Err(e) = crate::tls::server_config(&config) {
@@ -150,6 +170,7 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
             exit_code: 0,
             to_replace: VecDeque::new(),
             replacing: None,
+            worker_env,
         };
         arbiter.main_loop(events_rx).await
     });
@@ -231,6 +252,9 @@ impl Arbiter {
         };
         w.ready = true;
         w.last_heartbeat = Instant::now();
+        if w.kill_at.is_some_and(|(_, why)| why == NOT_READY_IN_TIME) {
+            w.kill_at = None;
+        }
         info!("Worker ready [{}]", w.pid);
         if self.phase == Phase::Booting && self.workers.values().all(|w| w.ready) {
             self.phase = Phase::Running;
@@ -319,6 +343,20 @@ impl Arbiter {
         if self.phase != Phase::Running {
             return;
         }
+        if let Some(path) = &self.config.cli.env_file {
+            // A file that no longer parses stops the restart: the workers keep the
+            // environment they were started with rather than half of a new one.
+            match crate::cli::envfile::worker_environment(Some(path), &self.config.cli.env) {
+                Ok(env) => {
+                    info!("Reloaded environment from '{path}'");
+                    self.worker_env = env;
+                }
+                Err(e) => {
+                    error!("{e}; not restarting (the workers keep their environment)");
+                    return;
+                }
+            }
+        }
         info!("Rolling restart of {} worker(s)", self.active_count());
         for (key, w) in &self.workers {
             if !w.retiring && !self.to_replace.contains(key) {
@@ -339,6 +377,14 @@ impl Arbiter {
             }
             if let Some(new) = self.spawn().await {
                 self.replacing = Some((new, Some(old)));
+                // uvicorn's --timeout-worker-healthcheck: a replacement that isn't ready
+                // in time is killed, and the old worker keeps serving (boot_failed).
+                if let Some(limit) = self.config.cli.timeout_worker_healthcheck {
+                    if let Some(w) = self.workers.get_mut(&new) {
+                        let at = Instant::now() + Duration::from_secs_f64(limit);
+                        w.kill_at = Some((at, NOT_READY_IN_TIME));
+                    }
+                }
             }
             return;
         }
@@ -446,7 +492,7 @@ impl Arbiter {
             .iter()
             .map(|l| l.socket.as_raw_fd())
             .collect();
-        let spawned = match spawn_worker(&self.python, &fds) {
+        let spawned = match spawn_worker(&self.python, &fds, &self.worker_env) {
             Ok(s) => s,
             Err(e) => {
                 error!(

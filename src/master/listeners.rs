@@ -1,6 +1,7 @@
 //! Binding the listening sockets. The master binds them once; every worker serves the
 //! same sockets (inherited fds), so a worker restart never drops queued connections.
 
+use crate::cli::BindSpec;
 use crate::config::Config;
 use crate::control::ListenerSpec;
 use socket2::{Domain, Socket, Type};
@@ -36,6 +37,20 @@ impl Drop for Listener {
 }
 
 pub fn bind(config: &Config) -> io::Result<Vec<Listener>> {
+    if !config.cli.bind.is_empty() {
+        // gunicorn's --bind, each one a listener every worker serves.
+        return config
+            .cli
+            .bind
+            .iter()
+            .map(|spec| match BindSpec::parse(spec) {
+                Ok(BindSpec::Tcp { host, port }) => bind_tcp(&host, port, config.backlog),
+                Ok(BindSpec::Unix(path)) => bind_unix(&path, config.backlog),
+                Ok(BindSpec::Fd(fd)) => inherited(fd),
+                Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+            })
+            .collect();
+    }
     if let Some(fd) = config.fd {
         return Ok(vec![inherited(fd)?]);
     }

@@ -20,7 +20,13 @@ pub struct Spawned {
     pub control: UnixStream,
 }
 
-pub fn spawn_worker(python: &PythonLaunch, listener_fds: &[RawFd]) -> io::Result<Spawned> {
+/// `env`: variables set in the worker on top of the master's environment (--env-file,
+/// --env).
+pub fn spawn_worker(
+    python: &PythonLaunch,
+    listener_fds: &[RawFd],
+    env: &[(String, String)],
+) -> io::Result<Spawned> {
     let (ours, theirs) = UnixStream::pair()?;
     let theirs: OwnedFd = theirs.into();
     let control_fd = theirs.as_raw_fd();
@@ -31,6 +37,7 @@ pub fn spawn_worker(python: &PythonLaunch, listener_fds: &[RawFd]) -> io::Result
     cmd.args(&python.interpreter_flags)
         .args(["-m", "ferrocorn.worker", "--control-fd"])
         .arg(control_fd.to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::inherit())
         .kill_on_drop(false);
     // SAFETY: the closure only makes async-signal-safe calls (sigaction, sigprocmask,

@@ -169,12 +169,10 @@ impl WorkerCore {
                 request_line: self.config.limit_request_line,
                 fields: self.config.limit_request_fields,
                 field_size: self.config.limit_request_field_size,
+                max_incomplete_head: c.cli.h11_max_incomplete_event_size,
             },
             limit_concurrency: c.limit_concurrency,
-            head: HeadOptions {
-                server_header: c.server_header_enabled(),
-                date_header: c.date_header_enabled(),
-            },
+            head: head_options(c)?,
             access_log: c.access_log_enabled(),
             root_path: c.root_path.clone().into_boxed_str(),
             keep_alive: std::time::Duration::from_secs_f64(c.timeout_keep_alive),
@@ -232,4 +230,22 @@ impl WorkerCore {
             server.close_websockets();
         }
     }
+}
+
+/// --server-header, --date-header and --header; a `--header server:...` takes the
+/// place of ferrocorn's own server header, as in uvicorn.
+fn head_options(c: &crate::config::Config) -> PyResult<HeadOptions> {
+    let extra = c
+        .cli
+        .header
+        .iter()
+        .map(|h| crate::cli::header::parse(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(runtime_error)?;
+    let custom_server = extra.iter().any(|(n, _)| n == http::header::SERVER);
+    Ok(HeadOptions {
+        server_header: c.server_header_enabled() && !custom_server,
+        date_header: c.date_header_enabled(),
+        extra,
+    })
 }

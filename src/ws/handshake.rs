@@ -127,6 +127,7 @@ pub fn write_101(
     }
     let mut has_server = false;
     let mut has_date = false;
+    crate::http1::encode::put_extra_headers(out, opts);
     for (name, value) in app_headers.iter().filter(|(n, _)| !ours(n)) {
         has_server |= name == http::header::SERVER;
         has_date |= name == http::header::DATE;
@@ -137,6 +138,7 @@ pub fn write_101(
         &HeadOptions {
             server_header: opts.server_header && !has_server,
             date_header: opts.date_header && !has_date,
+            extra: Vec::new(),
         },
     );
     out.put_slice(b"\r\n");
