@@ -119,7 +119,8 @@ def test_keywords_become_the_command_line():
     "options, error, message",
     [
         ({"prot": 8000}, TypeError, "ferrocorn has no option 'prot'; did you mean 'port'?"),
-        ({"reload": True}, TypeError, "ferrocorn has no option 'reload' (a uvicorn option"),
+        ({"env_file": ".env"}, TypeError, "ferrocorn has no option 'env_file' (a uvicorn option"),
+        ({"reload_dirs": 3}, TypeError, "reload_dirs must be a path or a list of paths, not 3"),
         ({"port": "8000"}, TypeError, "port must be an integer, not '8000'"),
         ({"workers": True}, TypeError, "workers must be an integer, not True"),
         ({"access_log": "no"}, TypeError, "access_log must be True or False, not 'no'"),

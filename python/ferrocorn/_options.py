@@ -17,6 +17,7 @@ VALUE = "value"  # --name VALUE
 FLAG = "flag"  # True: --name; False: nothing (no --no- form)
 NEGATABLE = "negatable"  # True: --name; False: --no-name
 BOOL_VALUE = "bool_value"  # --name true|false
+REPEATED = "repeated"  # a value or a list of them: --name V1 --name V2
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,11 @@ OPTIONS: dict[str, Option] = {
         Option("ssl_ca_certs", VALUE, PATH),
         Option("ssl_cert_reqs", VALUE, int, 0),
         Option("ssl_min_version", VALUE, str, "1.2", ("1.2", "1.3")),
+        Option("reload", FLAG, bool, False),
+        Option("reload_dirs", REPEATED, PATH, flag="--reload-dir"),
+        Option("reload_includes", REPEATED, PATH, flag="--reload-include"),
+        Option("reload_excludes", REPEATED, PATH, flag="--reload-exclude"),
+        Option("reload_delay", VALUE, NUMBER, 0.25),
     ]
 }
 
@@ -106,11 +112,6 @@ ALIASES = {
 
 # uvicorn options ferrocorn has no equivalent for: named in the error, not guessed at.
 UVICORN_ONLY = {
-    "reload",
-    "reload_dirs",
-    "reload_includes",
-    "reload_excludes",
-    "reload_delay",
     "env_file",
     "log_config",
     "use_colors",
@@ -143,12 +144,21 @@ def lookup(name: str) -> Option:
     raise TypeError(f"ferrocorn has no option {name!r}{hint}")
 
 
-def normalise(name: str, value: Any) -> str | bool | None:
+def normalise(name: str, value: Any) -> str | bool | list[str] | None:
     """Check one keyword's value: TypeError for a wrong type, ValueError for a value the
-    option doesn't take. Returns the value as the command line spells it (or a bool)."""
+    option doesn't take. Returns the value as the command line spells it (or a bool, or
+    for a repeated option the list of values)."""
     option = lookup(name)
     if value is None:
         return None
+    if option.kind == REPEATED:
+        # uvicorn takes one value or a list of them (reload_dirs="src" or ["src", "lib"]).
+        values = [value] if isinstance(value, (str, os.PathLike)) else value
+        if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (str, os.PathLike)) for v in values
+        ):
+            raise TypeError(f"{name} must be a path or a list of paths, not {value!r}")
+        return [os.fspath(v) for v in values]
     if option.kind in (FLAG, NEGATABLE, BOOL_VALUE):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
@@ -186,7 +196,10 @@ def to_argv(app: str, options: dict[str, Any]) -> list[str]:
         option = lookup(name)
         if value is None or (option.kind == FLAG and value is False):
             continue
-        if option.kind == BOOL_VALUE:
+        if isinstance(value, list):
+            for one in value:
+                argv += [option.cli, one]
+        elif option.kind == BOOL_VALUE:
             argv += [option.cli, "true" if value else "false"]
         elif value is True:
             argv.append(option.cli)
@@ -203,4 +216,4 @@ def takes_value(arg: str) -> bool:
         return False
     name = arg[2:].replace("-", "_")
     option = OPTIONS.get(ALIASES.get(name, name))
-    return option is not None and option.kind in (VALUE, BOOL_VALUE)
+    return option is not None and option.kind in (VALUE, BOOL_VALUE, REPEATED)

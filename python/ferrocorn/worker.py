@@ -158,12 +158,16 @@ def main() -> int:
         return 3
     except BaseException as exc:
         # The whole traceback, as under uvicorn (a settings error names its fields only
-        # there), then one line the master repeats as the reason it stops.
+        # there), and one line the master repeats as the reason it stops. The master
+        # logs the traceback, so N workers failing alike show it once, not N times.
         import traceback
 
-        core.log("error", "".join(traceback.format_exception(exc)).rstrip())
         # Exit 1, as Python (and so uvicorn) ends on an uncaught exception.
-        core.boot_failed(f"Error loading ASGI app. {_one_line(exc)}", 1)
+        core.boot_failed(
+            f"Error loading ASGI app. {_one_line(exc)}",
+            1,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
         return 1
     asyncio.set_event_loop(loop)
     worker = Worker(core, config)
