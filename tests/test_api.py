@@ -151,8 +151,9 @@ def test_config_reads_options_and_defaults():
         "--max-requests",
         "5",
     ]
+    assert (config.reload, config.reload_delay, config.reload_dirs) == (False, 0.25, None)
     with pytest.raises(AttributeError):
-        config.reload  # noqa: B018
+        config.no_such_option  # noqa: B018
 
 
 def test_run_serves_in_this_process_with_keywords():

@@ -104,6 +104,9 @@ OPTIONS: dict[str, Option] = {
     ]
 }
 
+# Options whose command-line name isn't their keyword's (--reload-dir: reload_dirs).
+BY_FLAG = {o.flag: o for o in OPTIONS.values() if o.flag}
+
 # Other spellings the command line accepts (uvicorn's names for gunicorn's options).
 ALIASES = {
     "limit_max_requests": "max_requests",
@@ -215,5 +218,5 @@ def takes_value(arg: str) -> bool:
     if not arg.startswith("--") or "=" in arg:
         return False
     name = arg[2:].replace("-", "_")
-    option = OPTIONS.get(ALIASES.get(name, name))
+    option = OPTIONS.get(ALIASES.get(name, name)) or BY_FLAG.get(arg)
     return option is not None and option.kind in (VALUE, BOOL_VALUE, REPEATED)
