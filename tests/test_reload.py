@@ -121,6 +121,8 @@ def test_syntax_error_is_shown_once_and_fixed_by_the_next_save(project):
         assert log.count(TRACEBACK) == 1, log
         assert log.count("SyntaxError: '(' was never closed") == 2  # traceback + reason
         assert log.count("Error loading ASGI app") == 1
+        reason = s.wait_for_log(r"Error loading ASGI app\. (.*)").group(1)
+        assert reason == f"SyntaxError: '(' was never closed ({project / 'main.py'}, line 1)"
         assert s.proc.poll() is None
         assert s.worker_pids() == set()
 
@@ -185,6 +187,37 @@ def test_failed_lifespan_startup_waits_too(project):
         assert s.proc.poll() is None
         write_app(project, "v2")
         wait_for_body(s, "v2")
+
+
+LIFESPAN_APP = """\
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        if {broken}:
+            raise RuntimeError("the database is down")
+        await send({{"type": "lifespan.startup.complete"}})
+        await receive()
+        await send({{"type": "lifespan.shutdown.complete"}})
+        return
+    await send({{"type": "http.response.start", "status": 200, "headers": []}})
+    await send({{"type": "http.response.body", "body": b"up"}})
+"""
+
+
+def test_exception_in_lifespan_startup_is_shown_once(project):
+    (project / "main.py").write_text(LIFESPAN_APP.format(broken=False))
+    with reload_server(project, "--lifespan", "on", "--workers", "2") as s:
+        assert get(s) == "up"
+        (project / "main.py").write_text(LIFESPAN_APP.format(broken=True))
+        s.wait_for_log("waiting for a file change to reload")
+        time.sleep(1)
+        log = s.stderr_text()
+        assert log.count(TRACEBACK) == 1, log
+        assert log.count("RuntimeError: the database is down") == 1
+        assert "Application startup failed: RuntimeError('the database is down')" in log
+        (project / "main.py").write_text(LIFESPAN_APP.format(broken=False))
+        wait_for_body(s, "up")
+        assert len(s.wait_for_workers(2)) == 2
 
 
 def test_excluded_and_unwatched_files_do_not_reload(project):

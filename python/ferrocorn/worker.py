@@ -55,7 +55,9 @@ def _one_line(exc: BaseException) -> str:
         where = f" ({exc.filename}, line {exc.lineno})"
     elif frames:
         where = f" ({frames[-1].filename}, line {frames[-1].lineno})"
-    message = str(exc).splitlines()[0] if str(exc) else ""
+    # A SyntaxError's str() already ends with "(file, line N)"; its msg is the message.
+    text = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
+    message = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {message}{where}"
 
 
@@ -89,7 +91,7 @@ class Worker:
         try:
             await lifespan.startup()
         except LifespanFailed as exc:
-            self.core.boot_failed(str(exc))
+            self.core.boot_failed(str(exc), 3, exc.traceback)
             return 3
         except BaseException as exc:
             self.core.boot_failed(f"Application startup failed: {exc!r}")

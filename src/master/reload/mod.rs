@@ -59,10 +59,10 @@ pub struct ReloadOptions {
 impl ReloadOptions {
     /// Whether reload-only options were given without --reload (uvicorn warns then).
     pub fn unused_options(&self) -> bool {
-        !self.reload
-            && !(self.reload_dirs.is_empty()
-                && self.reload_includes.is_empty()
-                && self.reload_excludes.is_empty())
+        let any_given = !self.reload_dirs.is_empty()
+            || !self.reload_includes.is_empty()
+            || !self.reload_excludes.is_empty();
+        any_given && !self.reload
     }
 }
 
