@@ -270,6 +270,23 @@ def test_a_burst_of_saves_reloads_once(project):
         assert line == "'main.py', 'mod2.py', 'mod3.py', 'mod4.py', 'mod5.py', 'mod6.py'"
 
 
+def test_a_save_while_the_new_workers_boot_starts_them_over(project):
+    with reload_server(project, "--workers", "2") as s:
+        old = s.wait_for_workers(2)
+        # v2 takes 3 s to import; v3 is saved while it does.
+        (project / "main.py").write_text("import time\ntime.sleep(3)\n" + APP.format(version="v2"))
+        wait_for_count(s, RELOADING, 1)
+        booting = s.wait_for_workers(2, exclude=old)
+        time.sleep(0.5)
+        write_app(project, "v3")
+        latency = wait_for_body(s, "v3")
+        assert latency < 3, latency  # the slow boot was given up, not waited for
+        assert not (s.worker_pids() & booting)
+        assert reloads(s) == 2
+        assert TRACEBACK not in s.stderr_text()
+        assert "exited with" not in s.stderr_text()
+
+
 def test_every_worker_is_replaced(project):
     with reload_server(project, "--workers", "2") as s:
         old = s.wait_for_workers(2)

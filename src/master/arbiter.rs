@@ -59,6 +59,8 @@ const DRAIN_KILL_MARGIN: Duration = Duration::from_secs(5);
 /// Time a hung worker gets to write its stacks before it is killed.
 const DUMP_GRACE: Duration = Duration::from_secs(1);
 const STOP_TOO_SLOW: &str = "it did not stop in time";
+const BOOTING_OUTDATED: &str = "it was still booting code that has changed since";
+const SAME_CODE_FAILED: &str = "another worker failed to boot the same code";
 /// How often the arbiter looks at heartbeats and deadlines.
 const TICK: Duration = Duration::from_millis(500);
 /// How long the master waits, once a worker has exited, for the rest of what it wrote.
@@ -407,7 +409,7 @@ impl Arbiter {
             .map(|(k, _)| *k)
             .collect();
         for key in booting {
-            self.abandon(key).await;
+            self.abandon(key, SAME_CODE_FAILED).await;
         }
         if self.active_count() > 0 {
             self.phase = Phase::Running;
@@ -443,7 +445,7 @@ impl Arbiter {
                         .or(Some((Instant::now() + RELOAD_DRAIN_LIMIT, STOP_TOO_SLOW)));
                 }
             } else {
-                self.abandon(key).await;
+                self.abandon(key, BOOTING_OUTDATED).await;
             }
         }
         self.start_if_idle().await;
@@ -464,11 +466,11 @@ impl Arbiter {
     }
 
     /// Tell a worker that hasn't got ready to exit now, quietly; killed if it lingers.
-    async fn abandon(&mut self, key: u64) {
+    async fn abandon(&mut self, key: u64, why: &'static str) {
         if let Some(w) = self.workers.get_mut(&key) {
             w.retiring = true;
             w.quiet_exit = true;
-            w.kill_at = Some((Instant::now() + ABANDON_GRACE, STOP_TOO_SLOW));
+            w.kill_at = Some((Instant::now() + ABANDON_GRACE, why));
             let _ = w.control.write_all(&encode(&ToWorker::Quit)).await;
         }
     }
