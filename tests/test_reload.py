@@ -295,8 +295,9 @@ def test_reload_include_of_templates(project):
 
 def test_reload_dir_limits_what_is_watched(project):
     (project / "pkg").mkdir()
-    with reload_server(project, "--reload-dir", "pkg") as s:
+    with reload_server(project, "--reload-dir", "pkg", "--reload-dir", "missing") as s:
         s.wait_for_log(rf"directories: \['{(project / 'pkg').resolve()}'\]")
+        s.wait_for_log(r"Ignoring reload directories that are not directories: \['missing'\]")
         write_app(project, "v2")  # outside pkg/
         time.sleep(1)
         assert reloads(s) == 0
@@ -304,6 +305,15 @@ def test_reload_dir_limits_what_is_watched(project):
         wait_for_count(s, RELOADING, 1)
         assert "detected changes in 'pkg/models.py'" in s.stderr_text()
         wait_for_body(s, "v2")
+
+
+def test_no_valid_reload_dir_watches_the_current_one(project):
+    with reload_server(project, "--reload-dir", "missing") as s:
+        s.wait_for_log(
+            r"Provided reload directories \['missing'\] did not contain valid directories, "
+            r"watching current working directory\."
+        )
+        s.wait_for_log(rf"directories: \['{project.resolve()}'\]")
 
 
 def test_a_burst_of_saves_reloads_once(project):

@@ -23,8 +23,11 @@ pub struct WatchPlan {
     /// Absolute, none inside another (a recursive watch of the outer one covers it).
     pub dirs: Vec<PathBuf>,
     pub filter: FileFilter,
-    /// `--reload-dir` values that named no directory (uvicorn warns about them).
+    /// `--reload-dir` values that named no directory.
     pub ignored_dirs: Vec<String>,
+    /// --reload-dir was given, yet nothing of it is left to watch (missing, or
+    /// excluded): the current directory is watched instead, as uvicorn does.
+    pub fell_back_to_cwd: bool,
 }
 
 #[derive(Debug)]
@@ -55,6 +58,7 @@ impl WatchPlan {
         let mut dirs = outermost([given_dirs, include_dirs].concat());
         // An excluded directory takes the watched directories at or below it with it.
         dirs.retain(|d| !exclude_dirs.iter().any(|x| d.starts_with(x)));
+        let fell_back_to_cwd = dirs.is_empty() && !options.reload_dirs.is_empty();
         if dirs.is_empty() {
             dirs.push(cwd.to_path_buf());
             // uvicorn watches only the current directory; an --app-dir outside it holds
@@ -94,19 +98,22 @@ impl WatchPlan {
                 exclude_dirs,
             },
             ignored_dirs,
+            fell_back_to_cwd,
         }
     }
 
     /// The directories as uvicorn's startup line shows them: a Python list of strings.
     pub fn dirs_for_log(&self) -> String {
-        let mut names: Vec<String> = self
-            .dirs
-            .iter()
-            .map(|d| format!("'{}'", d.display()))
-            .collect();
+        let mut names: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
         names.sort();
-        format!("[{}]", names.join(", "))
+        python_list(&names)
     }
+}
+
+/// How Python prints a list of strings (uvicorn's log lines do): `['a', 'b']`.
+pub fn python_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 impl FileFilter {
@@ -425,6 +432,7 @@ mod tests {
             d
         });
         assert_eq!(plan.ignored_dirs, vec!["missing".to_string()]);
+        assert!(!plan.fell_back_to_cwd);
         assert!(!plan.filter.wants(&root.join("vendor/lib.py")));
         assert!(plan.filter.wants(&root.join("src/lib.py")));
 
@@ -433,6 +441,7 @@ mod tests {
         opts.reload_dirs = vec!["src".into()];
         let plan = WatchPlan::new(&opts, &root, &root);
         assert_eq!(plan.dirs, vec![root.clone()]);
+        assert!(plan.fell_back_to_cwd);
 
         // An --app-dir outside the current directory is watched by default.
         let plan = WatchPlan::new(&options(&[], &[]), &root, &outside);

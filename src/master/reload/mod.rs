@@ -79,11 +79,16 @@ pub fn start(
 ) -> std::io::Result<(Reloader, mpsc::UnboundedReceiver<Vec<PathBuf>>)> {
     let cwd = std::env::current_dir()?;
     let plan = WatchPlan::new(options, &cwd, Path::new(app_dir));
-    if !plan.ignored_dirs.is_empty() {
+    if plan.fell_back_to_cwd {
         warn!(
-            "Provided reload directories {:?} did not contain valid directories, \
+            "Provided reload directories {} did not contain valid directories, \
              watching current working directory.",
-            plan.ignored_dirs
+            filter::python_list(&options.reload_dirs)
+        );
+    } else if !plan.ignored_dirs.is_empty() {
+        warn!(
+            "Ignoring reload directories that are not directories: {}",
+            filter::python_list(&plan.ignored_dirs)
         );
     }
     info!(
