@@ -88,7 +88,8 @@ struct Worker {
     last_heartbeat: Instant,
     /// Killed with SIGKILL at this time if still alive, and why.
     kill_at: Option<(Instant, &'static str)>,
-    /// Its failure is already reported (--reload): its exit needs no line of its own.
+    /// Given up while booting (--reload): its failure is already reported or its code
+    /// outdated, so neither its boot failure nor its exit needs a line of its own.
     quiet_exit: bool,
 }
 
@@ -366,8 +367,8 @@ impl Arbiter {
         if self.phase == Phase::Stopping {
             return; // Already reported: one clear message, not one per worker.
         }
-        if self.workers.get(&key).is_some_and(|w| w.retiring) {
-            return; // Its generation was given up (--reload): reported, or outdated.
+        if self.workers.get(&key).is_some_and(|w| w.quiet_exit) {
+            return; // Given up by --reload: already reported, or booting outdated code.
         }
         if let Some(traceback) = traceback {
             error!("{traceback}");
