@@ -3,6 +3,7 @@ edited while the server runs, and what clients get back is checked."""
 
 import json
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -199,6 +200,24 @@ def test_app_broken_at_startup_waits_for_the_fix(project):
         s.wait_for_log("ferrocorn ready")
         assert get(s) == "v1"
         assert s.stderr_text().count(TRACEBACK) == 1
+    finally:
+        s.stop()
+
+
+def test_hup_retries_a_failed_boot_without_a_change(project):
+    # The fix is in a file the watcher ignores (as a `pip install` outside the project).
+    (project / "main.py").write_text("from helper import VERSION\n" + APP.format(version="x"))
+    s = reload_server(project, "--reload-exclude", "helper.py")
+    try:
+        s.wait_for_log("waiting for a file change to reload")
+        (project / "helper.py").write_text("VERSION = 'from helper'\n")
+        time.sleep(1)
+        assert "ferrocorn ready" not in s.stderr_text()
+        s.signal(signal.SIGHUP)
+        s.start()
+        assert get(s) == "x"  # APP's own VERSION comes after the import
+        assert reloads(s) == 0
+        assert "Trying to boot the application again (HUP)" in s.stderr_text()
     finally:
         s.stop()
 

@@ -478,6 +478,14 @@ impl Arbiter {
 
     /// HUP: replace every current worker, one at a time.
     async fn rolling_restart(&mut self) {
+        if self.config.reload.reload && self.phase == Phase::Booting && self.workers.is_empty() {
+            // --reload after a failed boot: try again without waiting for a change (the
+            // fix may be outside the watched files, a `pip install` say).
+            info!("Trying to boot the application again (HUP)");
+            self.start_when_idle = true;
+            self.start_if_idle().await;
+            return;
+        }
         if self.phase != Phase::Running {
             return;
         }
