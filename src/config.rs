@@ -334,6 +334,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub proxy: crate::proxy::options::ProxyOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub reload: crate::master::reload::ReloadOptions,
 }
 
 impl Config {

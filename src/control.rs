@@ -41,7 +41,14 @@ pub enum ToMaster {
     /// The app could not be loaded or its lifespan startup failed; the reason is one line.
     /// `exit_code` is the master's, as uvicorn's would be: 3 (STARTUP_FAILURE), or 1 for
     /// an exception the app's import raised (uvicorn lets it end the process).
-    BootFailed { reason: String, exit_code: i32 },
+    /// `traceback`, when the worker has one, is logged by the master: once, however many
+    /// workers fail the same way.
+    BootFailed {
+        reason: String,
+        exit_code: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceback: Option<String>,
+    },
     /// Sent from the worker's event-loop thread, so a blocked loop stops sending it.
     Heartbeat,
     /// The worker served its --max-requests: replace it the rolling way.

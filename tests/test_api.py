@@ -120,7 +120,8 @@ def test_keywords_become_the_command_line():
     "options, error, message",
     [
         ({"prot": 8000}, TypeError, "ferrocorn has no option 'prot'; did you mean 'port'?"),
-        ({"reload": True}, TypeError, "ferrocorn has no option 'reload' (a uvicorn option"),
+        ({"log_config": "x.ini"}, TypeError, "ferrocorn has no option 'log_config' (a uvicorn"),
+        ({"reload_dirs": 3}, TypeError, "reload_dirs must be a path or a list of paths, not 3"),
         ({"port": "8000"}, TypeError, "port must be an integer, not '8000'"),
         ({"workers": True}, TypeError, "workers must be an integer, not True"),
         ({"access_log": "no"}, TypeError, "access_log must be True or False, not 'no'"),
@@ -151,8 +152,9 @@ def test_config_reads_options_and_defaults():
         "--max-requests",
         "5",
     ]
+    assert (config.reload, config.reload_delay, config.reload_dirs) == (False, 0.25, None)
     with pytest.raises(AttributeError):
-        config.reload  # noqa: B018
+        config.no_such_option  # noqa: B018
 
 
 def test_run_serves_in_this_process_with_keywords():

@@ -10,7 +10,12 @@ ASGI = {"version": "3.0", "spec_version": "2.0"}
 
 
 class LifespanFailed(Exception):
-    """Startup or shutdown failed; the message says why in one line."""
+    """Startup or shutdown failed; the message says why in one line, and `traceback`
+    is the app's exception when it raised one."""
+
+    def __init__(self, message: str, traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 class Lifespan:
@@ -78,8 +83,13 @@ class Lifespan:
                     return
                 import traceback
 
-                self.log("error", "".join(traceback.format_exception(exc)).rstrip())
-                self._startup.set_exception(LifespanFailed(f"Application startup failed: {exc!r}"))
+                # Reported by the master with the boot failure: once for all workers.
+                self._startup.set_exception(
+                    LifespanFailed(
+                        f"Application startup failed: {exc!r}",
+                        "".join(traceback.format_exception(exc)).rstrip(),
+                    )
+                )
                 return
             if isinstance(exc, asyncio.CancelledError):
                 return

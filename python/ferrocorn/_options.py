@@ -123,8 +123,16 @@ OPTIONS: dict[str, Option] = {
         Option("ssl_version", VALUE, int, 17),
         Option("ssl_ciphers", VALUE, str),
         Option("http2", FLAG, bool, False),
+        Option("reload", FLAG, bool, False),
+        Option("reload_dirs", MULTI, PATH, flag="--reload-dir"),
+        Option("reload_includes", MULTI, PATH, flag="--reload-include"),
+        Option("reload_excludes", MULTI, PATH, flag="--reload-exclude"),
+        Option("reload_delay", VALUE, NUMBER, 0.25),
     ]
 }
+
+# Options whose command-line name isn't their keyword's (--reload-dir: reload_dirs).
+BY_FLAG = {o.flag: o for o in OPTIONS.values() if o.flag}
 
 # Other spellings the command line accepts (uvicorn's names for gunicorn's options).
 ALIASES = {
@@ -144,11 +152,6 @@ ALIASES = {
 
 # uvicorn options ferrocorn has no equivalent for: named in the error, not guessed at.
 UVICORN_ONLY = {
-    "reload",
-    "reload_dirs",
-    "reload_includes",
-    "reload_excludes",
-    "reload_delay",
     "log_config",
     "use_colors",
     "interface",
@@ -228,6 +231,8 @@ def _items(name: str, option: Option, value: Any) -> list[str]:
     for item in items:
         if option.name == "header" and isinstance(item, (list, tuple)) and len(item) == 2:
             item = f"{item[0]}:{item[1]}"
+        if option.type is PATH and isinstance(item, os.PathLike):
+            item = os.fspath(item)
         if not isinstance(item, str):
             raise TypeError(f"{name} must be a string or a list of strings, not {value!r}")
         out.append(item)
@@ -264,7 +269,7 @@ def takes_value(arg: str) -> bool:
         option = next((o for o in OPTIONS.values() if o.short == arg), None)
     elif arg.startswith("--"):
         name = arg[2:].replace("-", "_")
-        option = OPTIONS.get(ALIASES.get(name, name))
+        option = OPTIONS.get(ALIASES.get(name, name)) or BY_FLAG.get(arg)
     else:
         return False
     return option is not None and option.kind in (VALUE, BOOL_VALUE, MULTI)

@@ -73,7 +73,9 @@ def _one_line(exc: BaseException) -> str:
         where = f" ({exc.filename}, line {exc.lineno})"
     elif frames:
         where = f" ({frames[-1].filename}, line {frames[-1].lineno})"
-    message = str(exc).splitlines()[0] if str(exc) else ""
+    # A SyntaxError's str() already ends with "(file, line N)"; its msg is the message.
+    text = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
+    message = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {message}{where}"
 
 
@@ -107,7 +109,7 @@ class Worker:
         try:
             await lifespan.startup()
         except LifespanFailed as exc:
-            self.core.boot_failed(str(exc))
+            self.core.boot_failed(str(exc), 3, exc.traceback)
             return 3
         except BaseException as exc:
             self.core.boot_failed(f"Application startup failed: {exc!r}")
@@ -178,12 +180,16 @@ def main() -> int:
         return 3
     except BaseException as exc:
         # The whole traceback, as under uvicorn (a settings error names its fields only
-        # there), then one line the master repeats as the reason it stops.
+        # there), and one line the master repeats as the reason it stops. The master
+        # logs the traceback, so N workers failing alike show it once, not N times.
         import traceback
 
-        core.log("error", "".join(traceback.format_exception(exc)).rstrip())
         # Exit 1, as Python (and so uvicorn) ends on an uncaught exception.
-        core.boot_failed(f"Error loading ASGI app. {_one_line(exc)}", 1)
+        core.boot_failed(
+            f"Error loading ASGI app. {_one_line(exc)}",
+            1,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
         return 1
     asyncio.set_event_loop(loop)
     worker = Worker(core, config)

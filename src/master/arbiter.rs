@@ -19,14 +19,24 @@
 //! server with its reason and uvicorn's exit code (3, or 1 for an exception raised by
 //! the app's import) instead of being respawned forever (during a
 //! rolling restart it only aborts the restart: the old workers keep serving).
+//!
+//! With --reload, a batch of changed files stops every worker and, once they are all
+//! gone, starts a fresh set: stop-then-start rather than rolling, so after a save every
+//! answer comes from the new code and the app's startup never runs beside the old
+//! version's (two generations fighting over a port, a lock or a database file), as
+//! under uvicorn. The master keeps the sockets, so clients wait in the backlog meanwhile.
+//! A boot failure then doesn't stop the server: its traceback is logged once and the
+//! master waits for the next change.
 
 use super::listeners::{self, Listener};
+use super::reload;
 use super::spawn::{spawn_worker, PythonLaunch};
 use crate::config::Config;
 use crate::control::{encode, ToMaster, ToWorker};
 use crate::{error, info, warn};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -50,8 +60,18 @@ const DRAIN_KILL_MARGIN: Duration = Duration::from_secs(5);
 const DUMP_GRACE: Duration = Duration::from_secs(1);
 const STOP_TOO_SLOW: &str = "it did not stop in time";
 const NOT_READY_IN_TIME: &str = "it was not ready within --timeout-worker-healthcheck";
+const BOOTING_OUTDATED: &str = "it was still booting code that has changed since";
+const SAME_CODE_FAILED: &str = "another worker failed to boot the same code";
 /// How often the arbiter looks at heartbeats and deadlines.
 const TICK: Duration = Duration::from_millis(500);
+/// How long the master waits, once a worker has exited, for the rest of what it wrote.
+const LAST_MESSAGES_WAIT: Duration = Duration::from_millis(200);
+/// --reload: time a worker still booting the outdated code gets to exit when told to.
+const ABANDON_GRACE: Duration = Duration::from_secs(1);
+/// --reload: how long old workers may drain when no --graceful-timeout or
+/// --timeout-graceful-shutdown says otherwise, so an open event stream can't hold a
+/// reload back forever.
+const RELOAD_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Something that happened to one worker, reported to the arbiter's loop.
 enum WorkerEvent {
@@ -69,6 +89,9 @@ struct Worker {
     last_heartbeat: Instant,
     /// Killed with SIGKILL at this time if still alive, and why.
     kill_at: Option<(Instant, &'static str)>,
+    /// Given up while booting (--reload): its failure is already reported or its code
+    /// outdated, so neither its boot failure nor its exit needs a line of its own.
+    quiet_exit: bool,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -97,6 +120,10 @@ struct Arbiter {
     /// Variables every new worker gets (--env-file, --env); the file is read again on
     /// HUP.
     worker_env: Vec<(String, String)>,
+    /// --reload: keeps the file watcher alive.
+    reloader: Option<reload::Reloader>,
+    /// --reload: a fresh set of workers starts as soon as the last old one has exited.
+    start_when_idle: bool,
 }
 
 /// Entry point of the master: bind, spawn, supervise; returns the process exit code.
@@ -171,6 +198,8 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
             to_replace: VecDeque::new(),
             replacing: None,
             worker_env,
+            reloader: None,
+            start_when_idle: false,
         };
         arbiter.main_loop(events_rx).await
     });
@@ -192,6 +221,25 @@ impl Arbiter {
         let mut tick = tokio::time::interval(TICK);
 
         info!("Started master process [{}]", std::process::id());
+        if self.config.reload.unused_options() {
+            warn!(
+                "Current configuration will not reload as not all conditions are met, \
+                 please refer to documentation."
+            );
+        }
+        let mut changes = None;
+        if self.config.reload.reload {
+            match reload::start(&self.config.reload, &self.config.app_dir) {
+                Ok((reloader, rx)) => {
+                    self.reloader = Some(reloader);
+                    changes = Some(rx);
+                }
+                Err(e) => {
+                    error!("Could not start the file watcher for --reload: {e}");
+                    return EXIT_FAILURE;
+                }
+            }
+        }
         for l in &self.listeners {
             info!("ferrocorn running on {} (Press CTRL+C to quit)", l.display);
         }
@@ -217,6 +265,7 @@ impl Arbiter {
                 _ = sigttou.recv() => self.scale(-1).await,
                 _ = sigusr1.recv() => self.reopen_logs().await,
                 Some(event) = events.recv() => self.on_event(event).await,
+                Some(changed) = next_changes(&mut changes) => self.reload(changed).await,
                 _ = tick.tick() => self.check_deadlines().await,
             }
         }
@@ -225,8 +274,16 @@ impl Arbiter {
     async fn on_event(&mut self, event: WorkerEvent) {
         match event {
             WorkerEvent::Message(key, ToMaster::Ready) => self.on_ready(key).await,
-            WorkerEvent::Message(key, ToMaster::BootFailed { reason, exit_code }) => {
-                self.boot_failed(key, &reason, exit_code).await;
+            WorkerEvent::Message(
+                key,
+                ToMaster::BootFailed {
+                    reason,
+                    exit_code,
+                    traceback,
+                },
+            ) => {
+                self.boot_failed(key, &reason, exit_code, traceback.as_deref())
+                    .await;
             }
             WorkerEvent::Message(key, ToMaster::Heartbeat) => {
                 if let Some(w) = self.workers.get_mut(&key) {
@@ -255,10 +312,19 @@ impl Arbiter {
         if w.kill_at.is_some_and(|(_, why)| why == NOT_READY_IN_TIME) {
             w.kill_at = None;
         }
+        if w.retiring {
+            return; // Told to go while it booted (--reload saw another change).
+        }
         info!("Worker ready [{}]", w.pid);
-        if self.phase == Phase::Booting && self.workers.values().all(|w| w.ready) {
+        let mut serving = self.workers.values().filter(|w| !w.retiring);
+        if self.phase == Phase::Booting && serving.all(|w| w.ready) {
             self.phase = Phase::Running;
-            let pids: Vec<String> = self.workers.values().map(|w| w.pid.to_string()).collect();
+            let pids: Vec<String> = self
+                .workers
+                .values()
+                .filter(|w| !w.retiring)
+                .map(|w| w.pid.to_string())
+                .collect();
             info!(
                 "ferrocorn ready: {} worker(s) [{}]",
                 pids.len(),
@@ -283,9 +349,10 @@ impl Arbiter {
         };
         self.to_replace.retain(|k| *k != key);
         if worker.retiring || self.phase == Phase::Stopping {
-            if !status.success() {
+            if !status.success() && !worker.quiet_exit {
                 warn!("Worker [{}] {}", worker.pid, describe(status));
             }
+            self.start_if_idle().await;
             return;
         }
         if !worker.ready {
@@ -295,7 +362,8 @@ impl Arbiter {
                 worker.pid,
                 describe(status)
             );
-            self.boot_failed(key, &reason, EXIT_BOOT_FAILURE).await;
+            self.boot_failed(key, &reason, EXIT_BOOT_FAILURE, None)
+                .await;
             return;
         }
         error!(
@@ -313,9 +381,21 @@ impl Arbiter {
         self.spawn().await;
     }
 
-    async fn boot_failed(&mut self, key: u64, reason: &str, exit_code: i32) {
+    async fn boot_failed(
+        &mut self,
+        key: u64,
+        reason: &str,
+        exit_code: i32,
+        traceback: Option<&str>,
+    ) {
         if self.phase == Phase::Stopping {
             return; // Already reported: one clear message, not one per worker.
+        }
+        if self.workers.get(&key).is_some_and(|w| w.quiet_exit) {
+            return; // Given up by --reload: already reported, or booting outdated code.
+        }
+        if let Some(traceback) = traceback {
+            error!("{traceback}");
         }
         if self.phase == Phase::Running {
             if let Some((new, _)) = self.replacing {
@@ -333,29 +413,128 @@ impl Arbiter {
             }
         }
         error!("{reason}");
+        if self.config.reload.reload {
+            self.wait_for_fix().await;
+            return;
+        }
         error!("Application failed to boot; stopping");
         self.exit_code = exit_code;
         self.stop(false).await;
     }
 
-    /// HUP: replace every current worker, one at a time.
-    async fn rolling_restart(&mut self) {
-        if self.phase != Phase::Running {
+    /// --reload and the new code doesn't boot: give up on every worker still booting
+    /// (they'd only fail the same way, and log it again) and wait for the next change.
+    /// Workers that did get ready keep serving.
+    async fn wait_for_fix(&mut self) {
+        warn!("Application failed to boot; waiting for a file change to reload");
+        let booting: Vec<u64> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.ready && !w.retiring)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in booting {
+            self.abandon(key, SAME_CODE_FAILED).await;
+        }
+        if self.active_count() > 0 {
+            self.phase = Phase::Running;
+        }
+    }
+
+    /// --reload: files changed. Stop every worker gracefully (in-flight requests are
+    /// answered), and start a fresh set once they are all gone.
+    async fn reload(&mut self, changed: Vec<PathBuf>) {
+        if self.phase == Phase::Stopping {
             return;
         }
-        if let Some(path) = &self.config.cli.env_file {
-            // A file that no longer parses stops the restart: the workers keep the
-            // environment they were started with rather than half of a new one.
-            match crate::cli::envfile::worker_environment(Some(path), &self.config.cli.env) {
-                Ok(env) => {
-                    info!("Reloaded environment from '{path}'");
-                    self.worker_env = env;
+        warn!(
+            "WatchFiles detected changes in {}. Reloading...",
+            reload::describe_changes(&changed)
+        );
+        self.to_replace.clear();
+        self.replacing = None;
+        self.phase = Phase::Booting;
+        self.start_when_idle = true;
+        let current: Vec<(u64, bool)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.retiring)
+            .map(|(k, w)| (*k, w.ready))
+            .collect();
+        for (key, ready) in current {
+            if ready {
+                self.retire(key).await;
+                if let Some(w) = self.workers.get_mut(&key) {
+                    w.kill_at = w
+                        .kill_at
+                        .or(Some((Instant::now() + RELOAD_DRAIN_LIMIT, STOP_TOO_SLOW)));
                 }
-                Err(e) => {
-                    error!("{e}; not restarting (the workers keep their environment)");
-                    return;
-                }
+            } else {
+                self.abandon(key, BOOTING_OUTDATED).await;
             }
+        }
+        self.start_if_idle().await;
+    }
+
+    /// --reload: once no worker is left, start the new set.
+    async fn start_if_idle(&mut self) {
+        if !self.start_when_idle || !self.workers.is_empty() || self.phase == Phase::Stopping {
+            return;
+        }
+        self.start_when_idle = false;
+        info!("Starting {} worker(s)", self.target);
+        for _ in 0..self.target {
+            if self.spawn().await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Tell a worker that hasn't got ready to exit now, quietly; killed if it lingers.
+    async fn abandon(&mut self, key: u64, why: &'static str) {
+        if let Some(w) = self.workers.get_mut(&key) {
+            w.retiring = true;
+            w.quiet_exit = true;
+            w.kill_at = Some((Instant::now() + ABANDON_GRACE, why));
+            let _ = w.control.write_all(&encode(&ToWorker::Quit)).await;
+        }
+    }
+
+    /// HUP: replace every current worker, one at a time.
+    /// HUP reads --env-file again. A file that no longer parses stops the restart
+    /// (false): the workers keep the environment they were started with rather than
+    /// half of a new one.
+    fn reread_env_file(&mut self) -> bool {
+        let Some(path) = &self.config.cli.env_file else {
+            return true;
+        };
+        match crate::cli::envfile::worker_environment(Some(path), &self.config.cli.env) {
+            Ok(env) => {
+                info!("Reloaded environment from '{path}'");
+                self.worker_env = env;
+                true
+            }
+            Err(e) => {
+                error!("{e}; not restarting (the workers keep their environment)");
+                false
+            }
+        }
+    }
+
+    async fn rolling_restart(&mut self) {
+        if self.config.reload.reload && self.phase == Phase::Booting && self.workers.is_empty() {
+            // --reload after a failed boot: try again without waiting for a change (the
+            // fix may be outside the watched files, a `pip install` say).
+            info!("Trying to boot the application again (HUP)");
+            if !self.reread_env_file() {
+                return;
+            }
+            self.start_when_idle = true;
+            self.start_if_idle().await;
+            return;
+        }
+        if self.phase != Phase::Running || !self.reread_env_file() {
+            return;
         }
         info!("Rolling restart of {} worker(s)", self.active_count());
         for (key, w) in &self.workers {
@@ -525,7 +704,7 @@ impl Arbiter {
         let _ = write_half.write_all(&encode(&boot)).await;
 
         let tx = self.events_tx.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(read_half).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 match serde_json::from_str::<ToMaster>(&line) {
@@ -540,6 +719,10 @@ impl Arbiter {
         tokio::spawn(async move {
             // Waits on this one pid only: the app's own children are never reaped here.
             if let Ok(status) = child.wait().await {
+                // Its last messages (a boot failure and its traceback) before its exit,
+                // so the exit is never taken for an unexplained one. Bounded: a child the
+                // app forked may still hold the channel open.
+                let _ = tokio::time::timeout(LAST_MESSAGES_WAIT, reader).await;
                 let _ = tx.send(WorkerEvent::Exited(key, status));
             }
         });
@@ -552,6 +735,7 @@ impl Arbiter {
                 retiring: false,
                 last_heartbeat: Instant::now(),
                 kill_at: None,
+                quiet_exit: false,
             },
         );
         info!("Booting worker [{pid}]");
@@ -605,6 +789,16 @@ impl Arbiter {
             };
             let _ = w.control.write_all(&line).await;
         }
+    }
+}
+
+/// The next batch of changed files under --reload; never resolves without it.
+async fn next_changes(
+    changes: &mut Option<mpsc::UnboundedReceiver<Vec<PathBuf>>>,
+) -> Option<Vec<PathBuf>> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

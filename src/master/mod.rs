@@ -3,6 +3,7 @@
 
 mod arbiter;
 mod listeners;
+pub mod reload;
 pub mod spawn;
 
 pub use arbiter::run;

@@ -96,10 +96,13 @@ impl WorkerCore {
         self.control.send(&ToMaster::Ready);
     }
 
-    #[pyo3(signature = (reason, exit_code = 3))]
-    fn boot_failed(&self, reason: String, exit_code: i32) {
-        self.control
-            .send(&ToMaster::BootFailed { reason, exit_code });
+    #[pyo3(signature = (reason, exit_code = 3, traceback = None))]
+    fn boot_failed(&self, reason: String, exit_code: i32, traceback: Option<String>) {
+        self.control.send(&ToMaster::BootFailed {
+            reason,
+            exit_code,
+            traceback,
+        });
     }
 
     fn heartbeat(&self) {
