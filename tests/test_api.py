@@ -121,7 +121,7 @@ def test_keywords_become_the_command_line():
     [
         ({"prot": 8000}, TypeError, "ferrocorn has no option 'prot'; did you mean 'port'?"),
         ({"log_config": "x.ini"}, TypeError, "ferrocorn has no option 'log_config' (a uvicorn"),
-        ({"reload_dirs": 3}, TypeError, "reload_dirs must be a path or a list of paths, not 3"),
+        ({"reload_dirs": 3}, TypeError, "reload_dirs must be a string or a list of strings, not 3"),
         ({"port": "8000"}, TypeError, "port must be an integer, not '8000'"),
         ({"workers": True}, TypeError, "workers must be an integer, not True"),
         ({"access_log": "no"}, TypeError, "access_log must be True or False, not 'no'"),
