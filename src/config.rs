@@ -310,6 +310,10 @@ pub struct Config {
     #[arg(long, value_enum, default_value = "1.2")]
     pub ssl_min_version: TlsVersion,
 
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub logging: crate::logging_options::LoggingOptions,
+
     /// Internal, for `ferrocorn check` (python/ferrocorn/_check.py): each worker writes
     /// its plain-python contract report into this directory once lifespan startup is done.
     #[arg(long, hide = true)]

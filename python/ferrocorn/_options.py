@@ -17,6 +17,7 @@ VALUE = "value"  # --name VALUE
 FLAG = "flag"  # True: --name; False: nothing (no --no- form)
 NEGATABLE = "negatable"  # True: --name; False: --no-name
 BOOL_VALUE = "bool_value"  # --name true|false
+MULTI = "multi"  # a string or a list of strings: --name A --name B
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ OPTIONS: dict[str, Option] = {
         Option("error_logfile", VALUE, PATH),
         Option("access_logfile", VALUE, PATH),
         Option("pid", VALUE, PATH),
+        Option("log_config", VALUE, PATH),
+        Option("use_colors", NEGATABLE, bool),
+        Option("access_log_format", VALUE, str),
+        Option("access_log_json", FLAG, bool, False),
+        Option("access_log_exclude", MULTI, (str, list, tuple)),
         Option(
             "ws",
             VALUE,
@@ -100,6 +106,7 @@ OPTIONS: dict[str, Option] = {
 
 # Other spellings the command line accepts (uvicorn's names for gunicorn's options).
 ALIASES = {
+    "access_logformat": "access_log_format",  # gunicorn's name
     "limit_max_requests": "max_requests",
     "limit_max_requests_jitter": "max_requests_jitter",
 }
@@ -112,8 +119,6 @@ UVICORN_ONLY = {
     "reload_excludes",
     "reload_delay",
     "env_file",
-    "log_config",
-    "use_colors",
     "interface",
     "proxy_headers",
     "forwarded_allow_ips",
@@ -143,12 +148,17 @@ def lookup(name: str) -> Option:
     raise TypeError(f"ferrocorn has no option {name!r}{hint}")
 
 
-def normalise(name: str, value: Any) -> str | bool | None:
+def normalise(name: str, value: Any) -> str | bool | list[str] | None:
     """Check one keyword's value: TypeError for a wrong type, ValueError for a value the
     option doesn't take. Returns the value as the command line spells it (or a bool)."""
     option = lookup(name)
     if value is None:
         return None
+    if option.kind == MULTI:
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+            raise TypeError(f"{name} must be a string or a list of strings, not {value!r}")
+        return list(values)
     if option.kind in (FLAG, NEGATABLE, BOOL_VALUE):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
@@ -188,6 +198,9 @@ def to_argv(app: str, options: dict[str, Any]) -> list[str]:
             continue
         if option.kind == BOOL_VALUE:
             argv += [option.cli, "true" if value else "false"]
+        elif isinstance(value, list):
+            for item in value:
+                argv += [option.cli, item]
         elif value is True:
             argv.append(option.cli)
         elif value is False:
@@ -203,4 +216,4 @@ def takes_value(arg: str) -> bool:
         return False
     name = arg[2:].replace("-", "_")
     option = OPTIONS.get(ALIASES.get(name, name))
-    return option is not None and option.kind in (VALUE, BOOL_VALUE)
+    return option is not None and option.kind in (VALUE, BOOL_VALUE, MULTI)

@@ -105,6 +105,7 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         eprintln!("ERROR:    Could not open a log file: {e}");
         return EXIT_FAILURE;
     }
+    crate::log::set_colors(config.logging.colors());
     // Load the TLS material once here, so a wrong key or password is one line at
     // startup instead of a boot failure in every worker.
     if let Err(e) = crate::tls::server_config(&config) {

@@ -65,6 +65,7 @@ impl WorkerCore {
             config.access_logfile.as_deref(),
         )
         .map_err(runtime_error)?;
+        crate::log::set_colors(config.logging.colors());
         let bridge = Arc::new(Bridge::new().map_err(runtime_error)?);
         let sigterm = signals::install_sigterm().map_err(runtime_error)?;
         control::spawn_reader(reader, pending, sigterm, bridge.clone()).map_err(runtime_error)?;
@@ -106,6 +107,24 @@ impl WorkerCore {
         self.control.send(&ToMaster::Heartbeat);
     }
 
+    /// Colour the error log's level names (--use-colors, or stderr is a terminal).
+    #[getter]
+    fn error_colors(&self) -> bool {
+        crate::log::error_colors()
+    }
+
+    /// Colour access lines (--use-colors, or stdout is a terminal).
+    #[getter]
+    fn access_colors(&self) -> bool {
+        crate::log::access_colors()
+    }
+
+    /// Write one line to the access log (stdout or --access-logfile) as it is.
+    #[staticmethod]
+    fn access_line(line: &str) {
+        crate::log::access(line);
+    }
+
     /// Log through the same writer as the Rust side; level is a uvicorn level name.
     #[staticmethod]
     fn log(level: &str, message: &str) {
@@ -121,7 +140,9 @@ impl WorkerCore {
     }
 
     /// Start serving: the I/O thread begins accepting. Returns the fd the loop must watch
-    /// (`loop.add_reader(fd, core.drain)`).
+    /// (`loop.add_reader(fd, core.drain)`). `access_logger`, when given, receives each
+    /// access record instead of the Rust writer (python/ferrocorn/_logging.py).
+    #[pyo3(signature = (event_loop, requests, state, on_control, access_logger=None))]
     fn serve(
         &mut self,
         py: Python<'_>,
@@ -129,17 +150,20 @@ impl WorkerCore {
         requests: &Bound<'_, PyAny>,
         state: Py<PyDict>,
         on_control: PyObject,
+        access_logger: Option<PyObject>,
     ) -> PyResult<i32> {
         if self.server.is_some() {
             return Err(runtime_error("already serving"));
         }
         let wakeups = Arc::new(IoWakeups::default());
+        let python_access = access_logger.is_some();
         self.dispatcher = Some(Dispatcher::new(
             requests,
             state,
             on_control,
             ScopeBuilder::new(py, &self.config.root_path, self.config.tls_enabled())?,
             HttpContext::new(py, event_loop, wakeups.clone())?,
+            access_logger,
         )?);
         let c = &self.config;
         let tls = crate::tls::server_config(c)
@@ -175,8 +199,11 @@ impl WorkerCore {
                 server_header: c.server_header_enabled(),
                 date_header: c.date_header_enabled(),
             },
-            access_log: c.access_log_enabled(),
-            root_path: c.root_path.clone().into_boxed_str(),
+            access_log: c
+                .access_log_enabled()
+                .then(|| crate::access_log::AccessLog::new(&c.logging, &c.root_path, python_access))
+                .transpose()
+                .map_err(runtime_error)?,
             keep_alive: std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             header_timeout: std::time::Duration::from_secs_f64(c.timeout_request_header),
             body_timeout: std::time::Duration::from_secs_f64(c.timeout_request_body),

@@ -66,12 +66,12 @@ pub async fn serve<S>(
         .map_or_else(|| "-".to_string(), |a| a.to_string());
     match decision {
         Decision::Deny => {
-            access(&shared, &client, &target, "403");
+            access(&shared, conn.client, &target, "403");
             reject_and_close(io, StatusCode::FORBIDDEN, &shared).await;
             session.finish();
         }
         Decision::Respond(response) => {
-            access(&shared, &client, &target, response.status.as_str());
+            access(&shared, conn.client, &target, response.status.as_str());
             respond(&mut io, &session, response, &shared).await;
             session.finish();
             linger_close(io).await;
@@ -80,7 +80,7 @@ pub async fn serve<S>(
             subprotocol,
             headers,
         } => {
-            access(&shared, &client, &target, "[accepted]");
+            access(&shared, conn.client, &target, "[accepted]");
             let negotiated = settings
                 .per_message_deflate
                 .then(|| deflate::negotiate(&upgrade.extensions))
@@ -116,11 +116,9 @@ pub async fn serve<S>(
     }
 }
 
-fn access(shared: &ConnShared, client: &str, target: &str, outcome: &str) {
-    if shared.access_log {
-        crate::log::access(&format!(
-            "INFO:     {client} - \"WebSocket {target}\" {outcome}\n"
-        ));
+fn access(shared: &ConnShared, client: Option<std::net::SocketAddr>, target: &str, outcome: &str) {
+    if let Some(log) = &shared.access_log {
+        log.websocket(client, target.as_bytes(), outcome);
     }
 }
 

@@ -1,0 +1,285 @@
+"""Python logging in a worker, set up as uvicorn sets it up, so existing log configs and
+apps that log through `logging.getLogger("uvicorn.error")` work unchanged.
+
+Without --log-config, the `uvicorn` and `ferrocorn` loggers (and their `.error`,
+`.access` children) write through the Rust log writer, so their lines look like the
+server's own, honour --error-logfile/--access-logfile and are reopened on SIGUSR1.
+With --log-config, the file alone decides, as under uvicorn.
+
+Access records are made by Rust. They go through Python logging only when an access
+logger (`uvicorn.access` or `ferrocorn.access`) would hand them to a handler or a
+filter that is not ours (`access_emitter`); otherwise Rust writes the line itself.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import logging.config
+import os
+import sys
+from typing import Any, Callable
+
+TRACE = 5
+LEVELS = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE,
+}
+ACCESS_LOGGERS = ("uvicorn.access", "ferrocorn.access")
+# The loggers uvicorn sets to --log-level, and ours.
+LEVELLED_LOGGERS = (
+    "uvicorn.error",
+    "uvicorn.access",
+    "uvicorn.asgi",
+    "ferrocorn.error",
+    "ferrocorn.access",
+)
+# uvicorn's access colours, by status class.
+STATUS_COLOURS = {1: "\x1b[97m", 2: "\x1b[32m", 3: "\x1b[33m", 4: "\x1b[31m", 5: "\x1b[91m"}
+LEVEL_COLOURS = {
+    "TRACE": "\x1b[34m",
+    "DEBUG": "\x1b[36m",
+    "INFO": "\x1b[32m",
+    "WARNING": "\x1b[33m",
+    "ERROR": "\x1b[31m",
+    "CRITICAL": "\x1b[91m",
+}
+
+
+class LogConfigError(Exception):
+    """The --log-config file can't be read or applied; the message is one line."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _load(path: str) -> dict[str, Any] | None:
+    """The dictConfig of a .json/.yaml/.yml file, or None for an .ini (fileConfig) file."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            if path.endswith(".json"):
+                try:
+                    config = json.load(file)
+                except ValueError as exc:
+                    raise LogConfigError(f"not valid JSON: {exc}") from None
+            elif path.endswith((".yaml", ".yml")):
+                try:
+                    import yaml
+                except ImportError:
+                    raise LogConfigError(
+                        "YAML log configs need PyYAML: pip install pyyaml (or use .json or .ini)"
+                    ) from None
+                try:
+                    config = yaml.safe_load(file)
+                except yaml.YAMLError as exc:
+                    raise LogConfigError(f"not valid YAML: {_one_line(exc)}") from None
+            else:
+                file.read()  # fileConfig ignores a file it can't read; we don't.
+                return None
+    except OSError as exc:
+        raise LogConfigError(f"can't read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise LogConfigError(f"not UTF-8 text: {exc}") from None
+    if not isinstance(config, dict):
+        raise LogConfigError("expected a mapping (dictConfig schema) at the top level")
+    return config
+
+
+def apply_log_config(path: str) -> None:
+    """Apply --log-config as uvicorn does; raises LogConfigError."""
+    config = _load(path)
+    try:
+        if config is not None:
+            logging.config.dictConfig(config)
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except LogConfigError:
+        raise
+    except Exception as exc:
+        # dictConfig says which handler/formatter failed in the message; its cause (a
+        # missing module, a bad argument) is chained.
+        cause = f" ({_one_line(exc.__cause__)})" if exc.__cause__ is not None else ""
+        raise LogConfigError(f"{_one_line(exc)}{cause}") from None
+
+
+def check_log_config(path: str, app_dir: str) -> str | None:
+    """For the master, before any worker starts: the problem in one line, or None.
+
+    The config is really applied (as uvicorn applies it in its main process), since
+    only dictConfig knows whether every handler and formatter can be built; the app
+    directory is on sys.path as it will be in the workers. The handlers it made are
+    closed afterwards: the master never logs through Python."""
+    sys.path.insert(0, os.path.abspath(app_dir))
+    try:
+        apply_log_config(path)
+    except LogConfigError as exc:
+        return str(exc)
+    finally:
+        del sys.path[0]
+        _close_all_handlers()
+    return None
+
+
+def _close_all_handlers() -> None:
+    loggers = [logging.getLogger()]
+    loggers += [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _level_name(levelno: int) -> str:
+    for name in ("critical", "error", "warning", "info", "debug"):
+        if levelno >= LEVELS[name]:
+            return name
+    return "trace"
+
+
+class _ErrorLogHandler(logging.Handler):
+    """Default handler of the `uvicorn` and `ferrocorn` loggers: the Rust error log
+    writes the level prefix (coloured as configured) and the message."""
+
+    def __init__(self, core: Any) -> None:
+        super().__init__()
+        self.core = core
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.core.log(_level_name(record.levelno), self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+class _AccessLogHandler(logging.Handler):
+    """Default handler of the access loggers: uvicorn's access line, through the Rust
+    access log (stdout or --access-logfile)."""
+
+    def __init__(self, core: Any) -> None:
+        super().__init__()
+        self.core = core
+        self.colors = bool(core.access_colors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.core.access_line(self.render(record))
+        except Exception:
+            self.handleError(record)
+
+    def render(self, record: logging.LogRecord) -> str:
+        level = record.levelname
+        pad = " " * max(0, 8 - len(level))
+        prefix = (
+            f"{LEVEL_COLOURS.get(level, '')}{level}\x1b[0m:{pad} "
+            if self.colors
+            else f"{level}:{pad} "
+        )
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            client, method, path, version, status = args
+            try:
+                phrase = http.HTTPStatus(status).phrase
+            except ValueError:
+                phrase = ""
+            request = f"{method} {path} HTTP/{version}"
+            if self.colors:
+                colour = STATUS_COLOURS.get(int(status) // 100, "\x1b[91m")
+                return f'{prefix}{client} - "\x1b[1m{request}\x1b[0m" {colour}{status} {phrase}\x1b[0m\n'
+            return f'{prefix}{client} - "{request}" {status} {phrase}\n'
+        return f"{prefix}{self.format(record)}\n"
+
+
+_DEFAULT_HANDLERS = (_ErrorLogHandler, _AccessLogHandler)
+
+
+def configure(core: Any, config: dict[str, Any]) -> None:
+    """Set up Python logging in a worker, before the app is imported (as uvicorn does).
+    Raises LogConfigError for a --log-config that can't be applied."""
+    logging.addLevelName(TRACE, "TRACE")
+    path = config.get("log_config")
+    if path:
+        apply_log_config(path)
+    else:
+        error_handler = _ErrorLogHandler(core)
+        access_handler = _AccessLogHandler(core)
+        for name in ("uvicorn", "ferrocorn"):
+            logger = logging.getLogger(name)
+            logger.handlers = [error_handler]
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+        for name in ACCESS_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.handlers = [access_handler]
+            logger.propagate = False
+    level = LEVELS[config["log_level"]]
+    for name in LEVELLED_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    if config.get("no_access_log"):
+        for name in ACCESS_LOGGERS:
+            logging.getLogger(name).handlers = []
+            logging.getLogger(name).propagate = False
+
+
+def _takes_records(logger: logging.Logger) -> bool:
+    """Would a record on this logger reach a filter or handler that isn't ours? Walks
+    the propagation chain as Logger.callHandlers does (a parent's filters don't see
+    propagated records, its handlers do)."""
+    if logger.filters:
+        return True
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(not isinstance(h, _DEFAULT_HANDLERS) for h in current.handlers):
+            return True
+        if not current.propagate:
+            break
+        current = current.parent
+    return False
+
+
+def access_emitter(config: dict[str, Any]) -> Callable[..., None] | None:
+    """The callable Rust hands each access record to, or None to keep the Rust path.
+
+    Called once, after lifespan startup and before the first request: by then the app
+    module has been imported and its startup has run, which is where apps attach
+    access filters or configure logging; deciding once keeps the per-request choice a
+    plain flag on the I/O thread, with no Python call when nobody listens."""
+    if config.get("no_access_log"):
+        return None
+    loggers = [logging.getLogger(n) for n in ACCESS_LOGGERS]
+    targets = [lg for lg in loggers if _takes_records(lg)]
+    if not targets:
+        return None
+
+    def emit(client: str, method: str, path: str, http_version: str, status: int) -> None:
+        for logger in targets:
+            if logger.isEnabledFor(logging.INFO):
+                # The message and args uvicorn's httptools/h11 protocols log.
+                logger.info('%s - "%s %s HTTP/%s" %d', client, method, path, http_version, status)
+
+    return emit
+
+
+def server_logger(config: dict[str, Any]) -> Callable[[str, str], None] | None:
+    """With --log-config, the worker's own messages (lifespan, shutdown) go through
+    Python logging so the config formats them: `uvicorn.error` when the config sets up
+    uvicorn's loggers, else `ferrocorn.error`. None: write through Rust as before."""
+    if not config.get("log_config"):
+        return None
+    uvicorn = logging.getLogger("uvicorn")
+    uses_uvicorn = bool(uvicorn.handlers or logging.getLogger("uvicorn.error").handlers)
+    logger = logging.getLogger("uvicorn.error" if uses_uvicorn else "ferrocorn.error")
+
+    def log(level: str, message: str) -> None:
+        logger.log(LEVELS.get(level, logging.INFO), message)
+
+    return log

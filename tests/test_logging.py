@@ -1,0 +1,472 @@
+"""Logging that fits existing setups (issue 12, item 3): --log-config in uvicorn's three
+formats, uvicorn's logger names, access records through Python logging when a filter
+or handler is attached, --use-colors, gunicorn's access-log format, the JSON access
+log against hostile input, and --access-log-exclude. Real servers, real clients."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import re
+import time
+
+import httpx
+import pytest
+
+from tests.server import Server, raw_exchange, run_to_exit
+
+ERR_FORMAT = "CFG|%(name)s|%(levelname)s|%(message)s"
+ACCESS_FORMAT = "ACCESS|%(name)s|%(message)s|%(args)s"
+
+DICT_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"hide_health": {"()": "log_app.HideHealth"}},
+    "formatters": {
+        "plain": {"format": ERR_FORMAT},
+        "access": {"format": ACCESS_FORMAT},
+    },
+    "handlers": {
+        "err": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        },
+        "out": {
+            "class": "logging.StreamHandler",
+            "formatter": "access",
+            "stream": "ext://sys.stdout",
+            "filters": ["hide_health"],
+        },
+    },
+    "loggers": {
+        "uvicorn": {"handlers": ["err"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+        "uvicorn.access": {"handlers": ["out"], "level": "INFO", "propagate": False},
+        "ferrocorn": {"handlers": ["err"], "level": "INFO", "propagate": False},
+    },
+}
+
+YAML_CONFIG = """\
+version: 1
+disable_existing_loggers: false
+formatters:
+  plain:
+    format: "CFG|%(name)s|%(levelname)s|%(message)s"
+  access:
+    format: "ACCESS|%(name)s|%(message)s|%(args)s"
+handlers:
+  err:
+    class: logging.StreamHandler
+    formatter: plain
+    stream: ext://sys.stderr
+  out:
+    class: logging.StreamHandler
+    formatter: access
+    stream: ext://sys.stdout
+loggers:
+  uvicorn:
+    handlers: [err]
+    level: INFO
+    propagate: false
+  uvicorn.error:
+    level: INFO
+  uvicorn.access:
+    handlers: [out]
+    level: INFO
+    propagate: false
+  ferrocorn:
+    handlers: [err]
+    level: INFO
+    propagate: false
+"""
+
+INI_CONFIG = """\
+[loggers]
+keys=root,uvicorn,uvicorn_error,uvicorn_access,ferrocorn
+
+[handlers]
+keys=err,out
+
+[formatters]
+keys=plain,access
+
+[logger_root]
+level=WARNING
+handlers=
+
+[logger_uvicorn]
+level=INFO
+handlers=err
+propagate=0
+qualname=uvicorn
+
+[logger_uvicorn_error]
+level=INFO
+handlers=
+propagate=1
+qualname=uvicorn.error
+
+[logger_uvicorn_access]
+level=INFO
+handlers=out
+propagate=0
+qualname=uvicorn.access
+
+[logger_ferrocorn]
+level=INFO
+handlers=err
+propagate=0
+qualname=ferrocorn
+
+[handler_err]
+class=StreamHandler
+formatter=plain
+args=(sys.stderr,)
+
+[handler_out]
+class=StreamHandler
+formatter=access
+args=(sys.stdout,)
+
+[formatter_plain]
+format=CFG|%(name)s|%(levelname)s|%(message)s
+
+[formatter_access]
+format=ACCESS|%(name)s|%(message)s|%(args)s
+"""
+
+
+def write_config(tmp_path, kind: str):
+    path = tmp_path / f"log.{kind}"
+    if kind == "json":
+        path.write_text(json.dumps(DICT_CONFIG))
+    elif kind == "yaml":
+        path.write_text(YAML_CONFIG)
+    else:
+        path.write_text(INI_CONFIG)
+    return path
+
+
+def get(s: Server, target: str, **kw) -> httpx.Response:
+    return httpx.get(f"{s.url}{target}", timeout=5, **kw)
+
+
+@pytest.mark.parametrize("kind", ["json", "yaml", "ini"])
+def test_log_config_formats_every_logger(tmp_path, kind):
+    """Each of uvicorn's formats is applied in the worker before the app is imported:
+    the app's uvicorn.* and ferrocorn.* lines, the server's own lifespan lines and the
+    access records all come out as the config says."""
+    config = write_config(tmp_path, kind)
+    with Server("log_app:app", "--log-config", str(config)) as s:
+        assert get(s, "/log?msg=m1").text == "hello"
+        s.wait_for_log(r"(?m)^CFG\|uvicorn\.error\|INFO\|uvicorn-said m1$")
+        s.wait_for_log(r"(?m)^CFG\|ferrocorn\.error\|WARNING\|ferrocorn-said m1$")
+        s.wait_for_log(r"(?m)^CFG\|uvicorn\|INFO\|uvicorn-root-said m1$")
+        # The worker's own messages go through the configured uvicorn.error logger.
+        s.wait_for_log(r"(?m)^CFG\|uvicorn\.error\|INFO\|Application startup complete\.$")
+        line = s.wait_for_log(r"(?m)^ACCESS\|uvicorn\.access\|(.*)\|(\(.*\))$", stdout=True)
+        assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /log\?msg=m1 HTTP/1\.1" 200', line[1])
+        client, method, path, version, status = eval(line[2])  # a tuple's repr
+        assert (method, path, version, status) == ("GET", "/log?msg=m1", "1.1", 200)
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", client)
+        if kind == "json":
+            # The config's filter (log_app.HideHealth, imported from --app-dir) hides /health.
+            get(s, "/health")
+            get(s, "/after-health")
+            s.wait_for_log(r"GET /after-health HTTP", stdout=True)
+            assert "/health HTTP" not in s.stdout_text()
+    # Nothing went through the Rust writer's prefix for the configured loggers.
+    assert "uvicorn-said" not in s.stdout_text()
+    assert not re.search(r"(?m)^INFO:     uvicorn-said", s.stderr_text())
+
+
+def test_uvicorns_own_formatters_work_unchanged(tmp_path):
+    """A config written for uvicorn, naming uvicorn.logging's formatters (they read
+    record.args as uvicorn's five access fields)."""
+    pytest.importorskip("uvicorn")
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "default": {
+                "()": "uvicorn.logging.DefaultFormatter",
+                "fmt": "UV %(levelprefix)s %(message)s",
+                "use_colors": False,
+            },
+            "access": {
+                "()": "uvicorn.logging.AccessFormatter",
+                "fmt": 'UV %(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+                "use_colors": False,
+            },
+        },
+        "handlers": {
+            "default": {
+                "formatter": "default",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+            "access": {
+                "formatter": "access",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+    path = tmp_path / "uvicorn-log.json"
+    path.write_text(json.dumps(config))
+    with Server("log_app:app", "--log-config", str(path)) as s:
+        get(s, "/log?msg=uv")
+        s.wait_for_log(r"(?m)^UV INFO:     uvicorn-said uv$")
+        s.wait_for_log(r"(?m)^UV INFO:     Application startup complete\.$")
+        s.wait_for_log(
+            r'(?m)^UV INFO:     127\.0\.0\.1:\d+ - "GET /log\?msg=uv HTTP/1\.1" 200 OK$',
+            stdout=True,
+        )
+
+
+def test_apps_logging_to_uvicorn_error_print_by_default():
+    """Without --log-config, logging.getLogger("uvicorn.error") prints as under uvicorn
+    (uvicorn's default config gives the `uvicorn` logger a stderr handler)."""
+    with Server("log_app:app") as s:
+        assert get(s, "/log?msg=m2").status_code == 200
+        s.wait_for_log(r"(?m)^INFO:     uvicorn-said m2$")
+        s.wait_for_log(r"(?m)^WARNING:  ferrocorn-said m2$")
+        s.wait_for_log(r"(?m)^INFO:     uvicorn-root-said m2$")
+        # The access line is still the Rust one (no filter attached).
+        s.wait_for_log(
+            r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /log\?msg=m2 HTTP/1\.1" 200 OK$', stdout=True
+        )
+
+
+def test_log_level_applies_to_the_uvicorn_loggers():
+    """As uvicorn: --log-level sets uvicorn.error's level (debug lines show with debug)."""
+    with Server("log_app:app", "--log-level", "debug") as s:
+        get(s, "/log?msg=m3")
+        s.wait_for_log(r"(?m)^DEBUG:    uvicorn-debug m3$")
+    with Server("log_app:app") as s:
+        get(s, "/log?msg=m3")
+        s.wait_for_log(r"(?m)^INFO:     uvicorn-said m3$")
+        time.sleep(0.3)
+        assert "uvicorn-debug" not in s.stderr_text()
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_a_filter_attached_in_lifespan_startup_hides_health(http2):
+    """The usual recipe (a logging.Filter on uvicorn.access reading record.args[2]),
+    attached in lifespan startup: /health lines go, the others stay, formatted as the
+    Rust line is."""
+    with Server("log_app:filtered_app") as s:
+        with httpx.Client(http1=not http2, http2=http2, timeout=5) as client:
+            for path in ("/health", "/other", "/health", "/sentinel"):
+                assert client.get(f"{s.url}{path}").status_code == 200
+        version = "2" if http2 else "1.1"
+        s.wait_for_log(rf'GET /sentinel HTTP/{re.escape(version)}" 200 OK', stdout=True)
+        out = s.stdout_text()
+        assert re.search(
+            rf'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /other HTTP/{re.escape(version)}" 200 OK$',
+            out,
+        ), out
+        assert "/health" not in out
+
+
+def test_no_access_log_silences_the_python_path_too(tmp_path):
+    config = write_config(tmp_path, "json")
+    with Server("log_app:app", "--log-config", str(config), "--no-access-log") as s:
+        get(s, "/log?msg=m4")
+        s.wait_for_log(r"uvicorn-said m4")
+        time.sleep(0.3)
+        assert s.stdout_text() == ""
+
+
+GUNICORN_ATOMS = (
+    "%(h)s|%(l)s|%(u)s|%(t)s|%(r)s|%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(b)s|%(B)s|%(f)s|%(a)s"
+    "|%(T)s|%(M)s|%(D)s|%(L)s|%(p)s|%({X-Custom}i)s|%({x-out}o)s|%({FERRO_LOG_ENV}e)s|%%"
+)
+
+
+def test_access_log_format_atoms_field_by_field():
+    with Server(
+        "log_app:app", "--access-log-format", GUNICORN_ATOMS, env={"FERRO_LOG_ENV": "env-v"}
+    ) as s:
+        headers = {
+            "authorization": "Basic " + base64.b64encode(b"alice:secret").decode(),
+            "referer": "http://ref.example/p",
+            "user-agent": "agent/1.0",
+            "x-custom": 'custom "v"',
+        }
+        before = datetime.datetime.now().astimezone()
+        assert get(s, "/fmt/path?a=1&status=201", headers=headers).status_code == 201
+        line = s.wait_for_log(r"(?m)^127\.0\.0\.1\|.*$", stdout=True)[0]
+        workers = s.worker_pids()
+    f = line.split("|")
+    assert len(f) == 23, f
+    assert f[:3] == ["127.0.0.1", "-", "alice"]
+    stamp = datetime.datetime.strptime(f[3], "[%d/%b/%Y:%H:%M:%S %z]")
+    assert abs((stamp - before).total_seconds()) < 5
+    assert f[4] == "GET /fmt/path?a=1&status=201 HTTP/1.1"
+    assert f[5:10] == ["GET", "/fmt/path", "a=1&status=201", "HTTP/1.1", "201"]
+    assert f[10:12] == ["5", "5"]  # b and B: the body's 5 bytes
+    assert f[12:14] == ["http://ref.example/p", "agent/1.0"]
+    seconds, millis, micros, decimal = int(f[14]), int(f[15]), int(f[16]), float(f[17])
+    assert seconds == 0 and 0 <= millis < 2000 and 0 <= micros < 2_000_000
+    assert abs(decimal - micros / 1e6) < 1e-5
+    assert int(f[18].strip("<>")) in workers
+    assert f[19] == 'custom \\"v\\"'  # quotes escaped: they can't close a quoted field
+    assert f[20:] == ["out-value", "env-v", "%"]
+
+
+def test_access_log_format_dashes_what_is_missing():
+    with Server("log_app:app", "--access-log-format", "%(u)s %(f)s %(a)s %({x-no}i)s %(b)s") as s:
+        with s.connect() as sock:
+            raw_exchange(sock, b"HEAD /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        s.wait_for_log(r"(?m)^- - - - -$", stdout=True)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_json_access_log_is_typed_and_survives_hostile_input():
+    """Every line is one JSON object that json.loads parses back to exactly what the
+    client sent: quotes, backslashes, braces, tabs and invalid UTF-8 in headers, quotes
+    and backslashes in the path can't close a string or add a field."""
+    with Server("log_app:app", "--access-log-json") as s:
+        target = b'/j/a"b\\c/%22{}?q="v",&x=\\'
+        user_agent = b'ua"},"status":1,\xff\t"x\\'
+        request = (
+            b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nUser-Agent: " + user_agent + b"\r\n"
+            b'X-Request-Id: id-"1"\r\nReferer: r\\"\r\nConnection: close\r\n\r\n'
+        )
+        with s.connect() as sock:
+            reply = raw_exchange(sock, request)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply
+        with s.connect() as sock:
+            raw_exchange(sock, b"GET /plain HTTP/1.0\r\n\r\n")
+        assert get(s, "/done?status=404").status_code == 404
+        s.wait_for_log(r'"/done"', stdout=True)
+        lines = json_lines(s.stdout_text())
+    assert len(lines) == 3, lines
+    hostile, plain, done = lines
+    assert hostile["path"] == '/j/a"b\\c/%22{}'
+    assert hostile["query"] == 'q="v",&x=\\'
+    assert hostile["user_agent"] == 'ua"},"status":1,\\xff\t"x\\'
+    assert hostile["request_id"] == 'id-"1"'
+    assert hostile["referer"] == 'r\\"'
+    assert hostile["status"] == 200 and hostile["bytes"] == 5
+    assert hostile["method"] == "GET" and hostile["protocol"] == "HTTP/1.1"
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", hostile["client"])
+    assert isinstance(hostile["duration"], float) and 0 <= hostile["duration"] < 5
+    stamp = datetime.datetime.fromisoformat(hostile["time"].replace("Z", "+00:00"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert abs((now - stamp).total_seconds()) < 10
+    assert plain["protocol"] == "HTTP/1.0" and plain["user_agent"] is None
+    assert plain["referer"] is None and "request_id" not in plain
+    assert (plain["path"], plain["query"]) == ("/plain", "")
+    assert done["status"] == 404 and done["user_agent"].startswith("python-httpx/")
+
+
+def test_json_access_log_over_http2():
+    with Server("log_app:app", "--access-log-json") as s:
+        with httpx.Client(http1=False, http2=True, timeout=5) as client:
+            client.get(f"{s.url}/h2?x=1", headers={"x-request-id": "r-2"})
+        s.wait_for_log(r'"/h2"', stdout=True)
+        (line,) = json_lines(s.stdout_text())
+    assert line["protocol"] == "HTTP/2" and line["query"] == "x=1"
+    assert line["request_id"] == "r-2" and line["bytes"] == 5
+
+
+def test_access_log_exclude_drops_exact_paths_only():
+    with Server(
+        "log_app:app", "--access-log-exclude", "/health", "--access-log-exclude", "/ready"
+    ) as s:
+        for path in ("/health", "/health?probe=1", "/ready", "/healthz", "/health/x", "/sentinel"):
+            assert get(s, path).status_code == 200
+        s.wait_for_log(r"GET /sentinel HTTP", stdout=True)
+        out = s.stdout_text()
+    assert "GET /healthz HTTP" in out and "GET /health/x HTTP" in out
+    assert "/health " not in out and "/health?" not in out and "/ready" not in out
+
+
+def test_access_log_exclude_with_json_and_format():
+    for extra in (["--access-log-json"], ["--access-log-format", "%(U)s"]):
+        with Server("log_app:app", "--access-log-exclude", "/health", *extra) as s:
+            get(s, "/health")
+            get(s, "/kept")
+            s.wait_for_log(r"/kept", stdout=True)
+            assert "/health" not in s.stdout_text()
+
+
+def test_use_colors_on_and_off():
+    with Server("log_app:app", "--use-colors") as s:
+        get(s, "/c")
+        s.wait_for_log(
+            re.escape('"\x1b[1mGET /c HTTP/1.1\x1b[0m" \x1b[32m200 OK\x1b[0m'), stdout=True
+        )
+        assert "\x1b[32mINFO\x1b[0m:     Started master process" in s.stderr_text()
+        assert "\x1b[32mINFO\x1b[0m:" in s.stdout_text()
+    for args in (["--no-use-colors"], []):  # [] : auto, and the pipes aren't terminals
+        with Server("log_app:app", *args) as s:
+            get(s, "/log?msg=c")
+            s.wait_for_log(r"GET /log\?msg=c HTTP", stdout=True)
+            s.wait_for_log(r"uvicorn-said c")
+            assert "\x1b[" not in s.stdout_text() + s.stderr_text()
+
+
+def test_use_colors_on_the_python_access_path():
+    with Server("log_app:filtered_app", "--use-colors") as s:
+        get(s, "/c2")
+        s.wait_for_log(
+            re.escape('"\x1b[1mGET /c2 HTTP/1.1\x1b[0m" \x1b[32m200 OK\x1b[0m'), stdout=True
+        )
+
+
+BAD_CONFIGS = {
+    "missing.json": None,
+    "broken.json": "{not json",
+    "broken.yaml": "a: [unclosed",
+    "scalar.yaml": "just a string\n",
+    "unknown_class.json": json.dumps(
+        {"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}
+    ),
+    "no_version.json": json.dumps({"handlers": {}}),
+    "garbage.ini": "this is not an ini file\n",
+    "empty.ini": "",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_bad_log_config_is_one_line_and_exit_2(tmp_path, name):
+    path = tmp_path / name
+    if BAD_CONFIGS[name] is not None:
+        path.write_text(BAD_CONFIGS[name])
+    result = run_to_exit("log_app:app", "--log-config", str(path))
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: --log-config {path}: "), lines
+    assert "Booting worker" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "fmt, problem",
+    [("%(zz)s", "unknown atom %(zz)s"), ("100%", "lone %"), ("%({x}z)s", "expected")],
+)
+def test_bad_access_log_format_is_one_line_and_exit_2(fmt, problem):
+    result = run_to_exit("log_app:app", "--access-log-format", fmt)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --access-log-format: "), lines
+    assert problem in lines[0]
+
+
+def test_json_and_format_together_are_refused():
+    result = run_to_exit("log_app:app", "--access-log-json", "--access-log-format", "%(h)s")
+    assert result.returncode == 2
+    assert "cannot be used with" in result.stderr
