@@ -669,7 +669,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(atoms[0], Atom::RemoteAddr);
-        assert!(atoms.contains(&Atom::Text(" % ".into())));
+        assert!(atoms.contains(&Atom::Text("\" % ".into())));
         assert_eq!(req, ["authorization", "referer", "user-agent"]);
         assert_eq!(resp, ["x-id"]);
     }

@@ -19,7 +19,8 @@ import logging
 import logging.config
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TRACE = 5
 LEVELS = {
@@ -192,10 +193,12 @@ class _AccessLogHandler(logging.Handler):
             except ValueError:
                 phrase = ""
             request = f"{method} {path} HTTP/{version}"
+            outcome = f"{status} {phrase}"
             if self.colors:
                 colour = STATUS_COLOURS.get(int(status) // 100, "\x1b[91m")
-                return f'{prefix}{client} - "\x1b[1m{request}\x1b[0m" {colour}{status} {phrase}\x1b[0m\n'
-            return f'{prefix}{client} - "{request}" {status} {phrase}\n'
+                request = f"\x1b[1m{request}\x1b[0m"
+                outcome = f"{colour}{outcome}\x1b[0m"
+            return f'{prefix}{client} - "{request}" {outcome}\n'
         return f"{prefix}{self.format(record)}\n"
 
 
