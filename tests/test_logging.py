@@ -470,3 +470,12 @@ def test_json_and_format_together_are_refused():
     result = run_to_exit("log_app:app", "--access-log-json", "--access-log-format", "%(h)s")
     assert result.returncode == 2
     assert "cannot be used with" in result.stderr
+
+
+def test_python_path_wins_over_the_rust_styles_and_says_so():
+    with Server("log_app:filtered_app", "--access-log-json") as s:
+        s.wait_for_log(r"(?m)^WARNING:  The access logger has a handler or filter")
+        get(s, "/health")
+        get(s, "/p")
+        s.wait_for_log(r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /p HTTP/1\.1" 200 OK$', stdout=True)
+        assert "/health" not in s.stdout_text()

@@ -100,6 +100,14 @@ class Worker:
         # After startup: the app module and its lifespan have attached their access
         # filters or handlers by now (see _logging.access_emitter).
         access = _logging.access_emitter(self.config)
+        if access is not None and (
+            self.config.get("access_log_json") or self.config.get("access_log_format")
+        ):
+            self.log(
+                "warning",
+                "The access logger has a handler or filter: access records go to Python"
+                " logging, and --access-log-json / --access-log-format do not apply.",
+            )
         fd = self.core.serve(loop, requests, lifespan.state, self.on_control, access)
         loop.add_reader(fd, self.core.drain)
         if self.config.get("check_report"):
