@@ -8,13 +8,16 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
-from tests.server import Server, raw_exchange, run_to_exit
+from tests.server import APPS_DIR, Server, raw_exchange, run_to_exit
 
 ERR_FORMAT = "CFG|%(name)s|%(levelname)s|%(message)s"
 ACCESS_FORMAT = "ACCESS|%(name)s|%(message)s|%(args)s"
@@ -479,3 +482,62 @@ def test_python_path_wins_over_the_rust_styles_and_says_so():
         get(s, "/p")
         s.wait_for_log(r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /p HTTP/1\.1" 200 OK$', stdout=True)
         assert "/health" not in s.stdout_text()
+
+
+def test_keywords_and_coloured_levels_through_the_python_api(capfd):
+    """ferrocorn.testing.serve (the Python API) takes the new options as keywords; with
+    colours on, the parent still reads the levels to filter what it forwards."""
+    from ferrocorn.testing import serve
+
+    with serve(
+        "log_app:app",
+        app_dir=str(APPS_DIR),
+        use_colors=True,
+        log_level="warning",
+        access_log_exclude=["/health"],
+        access_log_format="%(U)s %(s)s",
+    ) as url:
+        assert httpx.get(f"{url}/log?msg=api", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        time.sleep(0.3)
+    err = capfd.readouterr().err
+    # Forwarded: the coloured warning; filtered out: every coloured info line.
+    assert "\x1b[33mWARNING\x1b[0m:  ferrocorn-said api" in err, err
+    assert "\x1b[32mINFO" not in err
+
+
+def test_a_directory_as_log_config_is_refused(tmp_path):
+    path = tmp_path / "dir.json"
+    path.mkdir()
+    result = run_to_exit("log_app:app", "--log-config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --log-config {path}: can't read it: Is a directory"
+
+
+def test_yaml_without_pyyaml_says_what_to_install(tmp_path):
+    config = write_config(tmp_path, "yaml")
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "yaml.py").write_text("raise ImportError('PyYAML is not installed here')\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferrocorn",
+            "log_app:app",
+            "--port",
+            "0",
+            "--log-config",
+            str(config),
+        ],
+        cwd=APPS_DIR,
+        env={**os.environ, "PYTHONPATH": str(blocker)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: --log-config {config}: YAML log configs need PyYAML:"
+        " pip install pyyaml (or use .json or .ini)"
+    )
