@@ -541,3 +541,20 @@ def test_yaml_without_pyyaml_says_what_to_install(tmp_path):
         f"error: --log-config {config}: YAML log configs need PyYAML:"
         " pip install pyyaml (or use .json or .ini)"
     )
+
+
+def test_access_log_format_escapes_hostile_input():
+    """Quotes and backslashes get a backslash; tabs, C1 controls (U+0085 is a newline to
+    some log viewers) and bytes that aren't UTF-8 become \\xNN: one line, fields intact."""
+    with Server("log_app:app", "--access-log-format", '"%(r)s" "%(a)s" %(s)s') as s:
+        with s.connect() as sock:
+            reply = raw_exchange(
+                sock,
+                b'GET /q"x\\y?z="1" HTTP/1.1\r\nHost: h\r\n'
+                b'User-Agent: a\tb\xc2\x85"c\xff\\\r\nConnection: close\r\n\r\n',
+            )
+        assert reply.startswith(b"HTTP/1.1 200 "), reply
+        s.wait_for_log(r"200$", stdout=True)
+        assert s.stdout_text() == (
+            '"GET /q\\"x\\\\y?z=\\"1\\" HTTP/1.1" "a\\x09b\\xc2\\x85\\"c\\xff\\\\" 200\n'
+        )
