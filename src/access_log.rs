@@ -175,7 +175,7 @@ impl AccessLog {
                 // As uvicorn's get_client_addr: "ip:port", "" without an address.
                 client: client.map_or_else(String::new, |a| a.to_string()),
                 method: method.as_str().to_owned(),
-                path: format!("{}{}", self.root_path, String::from_utf8_lossy(target)),
+                path: uvicorn_full_path(&self.root_path, target),
                 http_version: match version {
                     Version::HTTP_10 => "1.0",
                     Version::HTTP_2 => "2",
@@ -330,6 +330,29 @@ impl AccessLog {
         };
         crate::log::access(&line);
     }
+}
+
+/// What Python's `urllib.parse.quote` keeps: letters, digits, `_.-~` and `/`.
+const QUOTE_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b'/');
+
+/// The path uvicorn puts in its access record (`get_path_with_query_string`):
+/// `quote(scope["path"])`, where the scope's path is the root path plus the decoded
+/// request path, then `?` and the query string as sent. Filters compare against it.
+fn uvicorn_full_path(root_path: &str, target: &[u8]) -> String {
+    let (path, query) = split_target(target);
+    let mut decoded = root_path.as_bytes().to_vec();
+    decoded.extend(percent_encoding::percent_decode(path));
+    let mut full = percent_encoding::percent_encode(&decoded, QUOTE_SAFE).to_string();
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        full.push('?');
+        full.push_str(&String::from_utf8_lossy(query));
+    }
+    full
 }
 
 fn protocol(version: Version) -> &'static str {
@@ -690,6 +713,16 @@ mod tests {
         let mut j = String::new();
         json_string(&mut j, b"a\"\n\xff");
         assert_eq!(j, r#""a\"\n\\xff""#);
+    }
+
+    #[test]
+    fn python_records_carry_uvicorns_quoted_path() {
+        assert_eq!(uvicorn_full_path("", b"/health"), "/health");
+        assert_eq!(
+            uvicorn_full_path("/api", b"/a%20b/c:d?x=1&y=\"2\""),
+            "/api/a%20b/c%3Ad?x=1&y=\"2\""
+        );
+        assert_eq!(uvicorn_full_path("", b"/q\"x?"), "/q%22x");
     }
 
     #[test]

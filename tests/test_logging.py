@@ -558,3 +558,17 @@ def test_access_log_format_escapes_hostile_input():
         assert s.stdout_text() == (
             '"GET /q\\"x\\\\y?z=\\"1\\" HTTP/1.1" "a\\x09b\\xc2\\x85\\"c\\xff\\\\" 200\n'
         )
+
+
+def test_python_records_have_uvicorns_full_path():
+    """record.args[2] is uvicorn's get_path_with_query_string: quote(root_path + path)
+    and the query as sent, so filters see what they would see under uvicorn."""
+    with Server("log_app:filtered_app", "--root-path", "/api") as s:
+        with s.connect() as sock:
+            raw_exchange(
+                sock, b'GET /a:b/%7Ec"?x="1" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n'
+            )
+        s.wait_for_log(
+            r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /api/a%3Ab/~c%22\?x="1" HTTP/1\.1" 200 OK$',
+            stdout=True,
+        )
