@@ -572,3 +572,24 @@ def test_python_records_have_uvicorns_full_path():
             r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /api/a%3Ab/~c%22\?x="1" HTTP/1\.1" 200 OK$',
             stdout=True,
         )
+
+
+def test_the_master_checks_the_config_without_importing_app_code(tmp_path):
+    """A config naming the app's own filter class is checked in a fresh interpreter:
+    the module is imported by the checker and the worker, never by the master."""
+    marker = tmp_path / "imported-by"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"mark": {"()": "log_marker.Marker"}},
+        "loggers": {"uvicorn.access": {"filters": ["mark"]}},
+    }
+    path = tmp_path / "marker.json"
+    path.write_text(json.dumps(config))
+    with Server(
+        "log_app:app", "--log-config", str(path), env={"FERRO_IMPORT_MARKER": str(marker)}
+    ) as s:
+        importers = {int(pid) for pid in marker.read_text().split()}
+        workers = s.worker_pids()
+        assert s.pid not in importers
+        assert workers <= importers and len(importers) == len(workers) + 1

@@ -32,6 +32,8 @@ LEVELS = {
     "trace": TRACE,
 }
 ACCESS_LOGGERS = ("uvicorn.access", "ferrocorn.access")
+# How long the master waits for its --log-config check (a handler may connect somewhere).
+CHECK_TIMEOUT = 60
 # The loggers uvicorn sets to --log-level, and ours.
 LEVELLED_LOGGERS = (
     "uvicorn.error",
@@ -113,30 +115,46 @@ def apply_log_config(path: str) -> None:
 def check_log_config(path: str, app_dir: str) -> str | None:
     """For the master, before any worker starts: the problem in one line, or None.
 
-    The config is really applied (as uvicorn applies it in its main process), since
-    only dictConfig knows whether every handler and formatter can be built; the app
-    directory is on sys.path as it will be in the workers. The handlers it made are
-    closed afterwards: the master never logs through Python."""
+    The config is really applied, since only dictConfig knows whether every handler and
+    formatter can be built, but in a fresh interpreter started as a worker is (same
+    python, same flags, --app-dir on sys.path): a config may name the app's own filter
+    or formatter classes, and the master never imports app code."""
+    import subprocess
+
+    command = [
+        sys.executable,
+        *subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
+        "-m",
+        "ferrocorn._logging",
+        path,
+        app_dir,
+    ]
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=CHECK_TIMEOUT, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        return f"applying it took more than {CHECK_TIMEOUT} s"
+    if result.returncode == 0:
+        return None
+    # The verdict is the last line the checker printed on stdout (anything the config's
+    # own code printed comes before it); a crash leaves its traceback on stderr.
+    verdict = [line for line in result.stdout.splitlines() if line.strip()]
+    if result.returncode == 1 and verdict:
+        return verdict[-1]
+    crash = [line for line in result.stderr.splitlines() if line.strip()]
+    return crash[-1] if crash else f"checking it failed (exit code {result.returncode})"
+
+
+def _check_here(path: str, app_dir: str) -> int:
+    """`python -m ferrocorn._logging PATH APP_DIR`: apply the config as a worker would."""
     sys.path.insert(0, os.path.abspath(app_dir))
     try:
         apply_log_config(path)
     except LogConfigError as exc:
-        return str(exc)
-    finally:
-        del sys.path[0]
-        _close_all_handlers()
-    return None
-
-
-def _close_all_handlers() -> None:
-    loggers = [logging.getLogger()]
-    loggers += [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    for logger in loggers:
-        for handler in logger.handlers[:]:
-            logger.removeHandler(handler)
-            handler.close()
+        print(exc, flush=True)
+        return 1
+    return 0
 
 
 def _level_name(levelno: int) -> str:
@@ -286,3 +304,7 @@ def server_logger(config: dict[str, Any]) -> Callable[[str, str], None] | None:
         logger.log(LEVELS.get(level, logging.INFO), message)
 
     return log
+
+
+if __name__ == "__main__":
+    sys.exit(_check_here(sys.argv[1], sys.argv[2]))
