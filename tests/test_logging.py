@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -593,3 +594,34 @@ def test_the_master_checks_the_config_without_importing_app_code(tmp_path):
         workers = s.worker_pids()
         assert s.pid not in importers
         assert workers <= importers and len(importers) == len(workers) + 1
+
+
+def test_python_default_handlers_follow_log_files_and_usr1(tmp_path):
+    """The default handlers of the uvicorn/ferrocorn loggers write through the Rust
+    writer: into --error-logfile/--access-logfile, and into the new files after SIGUSR1
+    (logrotate), the Python access path included."""
+    error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
+    args = ("--error-logfile", str(error_log), "--access-logfile", str(access_log))
+    with Server("log_app:filtered_app", *args, error_log=error_log) as s:
+        get(s, "/log?msg=before")
+        s.wait_for_log(r"uvicorn-said before")
+        error_log.rename(tmp_path / "error.log.1")
+        access_log.rename(tmp_path / "access.log.1")
+        s.signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not (error_log.exists() and access_log.exists()):
+            assert time.monotonic() < deadline, "log files were not reopened"
+            time.sleep(0.05)
+        time.sleep(0.2)  # the workers reopen theirs on the control channel
+        get(s, "/log?msg=after")
+        get(s, "/health")
+        s.wait_for_log(r"(?m)^INFO:     uvicorn-said after$")
+        assert re.search(
+            r'"GET /log\?msg=before HTTP/1\.1" 200 OK', (tmp_path / "access.log.1").read_text()
+        )
+        deadline = time.monotonic() + 5
+        while "msg=after" not in access_log.read_text():
+            assert time.monotonic() < deadline, access_log.read_text()
+            time.sleep(0.05)
+        assert "/health" not in access_log.read_text()
+        assert "uvicorn-said after" not in (tmp_path / "error.log.1").read_text()
