@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -478,7 +479,7 @@ def test_json_and_format_together_are_refused():
 
 def test_python_path_wins_over_the_rust_styles_and_says_so():
     with Server("log_app:filtered_app", "--access-log-json") as s:
-        s.wait_for_log(r"(?m)^WARNING:  The access logger has a handler or filter")
+        s.wait_for_log(r"(?m)^WARNING:  The access logger was changed by the app .*python")
         get(s, "/health")
         get(s, "/p")
         s.wait_for_log(r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /p HTTP/1\.1" 200 OK$', stdout=True)
@@ -625,3 +626,60 @@ def test_python_default_handlers_follow_log_files_and_usr1(tmp_path):
             time.sleep(0.05)
         assert "/health" not in access_log.read_text()
         assert "uvicorn-said after" not in (tmp_path / "error.log.1").read_text()
+
+
+@pytest.mark.parametrize("how", ["handlers", "level", "disabled"])
+def test_apps_that_silence_uvicorn_access_get_no_access_log(how):
+    """`.handlers = []`, `.setLevel(WARNING)`, `.disabled = True` on uvicorn.access turn
+    uvicorn's access log off; they turn ferrocorn's off too."""
+    with Server("log_app:silenced_app", env={"LOG_APP_SILENCE": how}) as s:
+        get(s, "/log?msg=quiet")
+        s.wait_for_log(r"uvicorn-said quiet")
+        time.sleep(0.3)
+        assert s.stdout_text() == ""
+
+
+def test_a_log_config_without_access_loggers_means_no_access_log(tmp_path):
+    """As under uvicorn: a --log-config that doesn't set up the access logger (and no
+    root handler) leaves access records nowhere; --access-log-json, asked for
+    explicitly, still writes its lines."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": ERR_FORMAT}},
+        "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "loggers": {"uvicorn.error": {"handlers": ["err"], "level": "INFO", "propagate": False}},
+    }
+    path = tmp_path / "no-access.json"
+    path.write_text(json.dumps(config))
+    with Server("log_app:app", "--log-config", str(path)) as s:
+        get(s, "/log?msg=a")
+        s.wait_for_log(r"CFG\|uvicorn\.error\|INFO\|uvicorn-said a")
+        time.sleep(0.3)
+        assert s.stdout_text() == ""
+        assert "GET /log" not in s.stderr_text()
+    with Server("log_app:app", "--log-config", str(path), "--access-log-json") as s:
+        get(s, "/log?msg=b")
+        s.wait_for_log(r'"path":"/log"', stdout=True)
+
+
+def test_access_records_propagate_to_a_configured_parent():
+    """uvicorn.access propagates unless told not to: a config with a handler on
+    `uvicorn` only gets the access records there, as under uvicorn."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": ERR_FORMAT}},
+        "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "loggers": {"uvicorn": {"handlers": ["err"], "level": "INFO", "propagate": False}},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "parent.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        with Server("log_app:app", "--log-config", path) as s:
+            get(s, "/p")
+            s.wait_for_log(
+                r'(?m)^CFG\|uvicorn\.access\|INFO\|127\.0\.0\.1:\d+ - "GET /p HTTP/1\.1" 200$'
+            )
+            assert s.stdout_text() == ""

@@ -267,27 +267,59 @@ def _takes_records(logger: logging.Logger) -> bool:
     return False
 
 
-def access_emitter(config: dict[str, Any]) -> Callable[..., None] | None:
-    """The callable Rust hands each access record to, or None to keep the Rust path.
+def _access_state(logger: logging.Logger) -> str:
+    """What the app or the log config made of one access logger: "off" (disabled or
+    above INFO), "python" (a filter or a handler that isn't ours would see its records),
+    "ours" (only our default handler), "nowhere" (no handler would see them)."""
+    if logger.disabled or not logger.isEnabledFor(logging.INFO):
+        return "off"
+    if _takes_records(logger):
+        return "python"
+    if any(isinstance(h, _AccessLogHandler) for h in logger.handlers):
+        return "ours"
+    return "nowhere"
+
+
+def access_route(config: dict[str, Any]) -> tuple[str, Callable[..., None] | None]:
+    """Where access records go: ("rust", None), ("python", emitter) or ("off", None).
 
     Called once, after lifespan startup and before the first request: by then the app
     module has been imported and its startup has run, which is where apps attach
     access filters or configure logging; deciding once keeps the per-request choice a
-    plain flag on the I/O thread, with no Python call when nobody listens."""
+    plain flag on the I/O thread, with no Python call when nobody listens.
+
+    - A filter or handler of the app's or the config's on `uvicorn.access` or
+      `ferrocorn.access` (or on a parent it propagates to): Python logging, records
+      logged on those loggers only.
+    - Both loggers as we set them up (no --log-config): the Rust line.
+    - A logger disabled or raised above INFO (uvicorn's --log-level does that too), or
+      left with no handler (`.handlers = []`, or a --log-config that doesn't set it up):
+      no access log, as under uvicorn; but --access-log-json or --access-log-format,
+      asked for explicitly, keep the Rust line when only the handler is missing.
+    """
     if config.get("no_access_log"):
-        return None
+        return "off", None
     loggers = [logging.getLogger(n) for n in ACCESS_LOGGERS]
-    targets = [lg for lg in loggers if _takes_records(lg)]
-    if not targets:
-        return None
+    states = [_access_state(lg) for lg in loggers]
+    targets = [lg for lg, state in zip(loggers, states, strict=True) if state == "python"]
+    if targets:
 
-    def emit(client: str, method: str, path: str, http_version: str, status: int) -> None:
-        for logger in targets:
-            if logger.isEnabledFor(logging.INFO):
-                # The message and args uvicorn's httptools/h11 protocols log.
-                logger.info('%s - "%s %s HTTP/%s" %d', client, method, path, http_version, status)
+        def emit(client: str, method: str, path: str, http_version: str, status: int) -> None:
+            for logger in targets:
+                if logger.isEnabledFor(logging.INFO):
+                    # The message and args uvicorn's httptools/h11 protocols log.
+                    logger.info(
+                        '%s - "%s %s HTTP/%s" %d', client, method, path, http_version, status
+                    )
 
-    return emit
+        return "python", emit
+    if all(state == "ours" for state in states):
+        return "rust", None
+    if "off" in states:
+        return "off", None
+    if config.get("access_log_json") or config.get("access_log_format"):
+        return "rust", None
+    return "off", None
 
 
 def server_logger(config: dict[str, Any]) -> Callable[[str, str], None] | None:

@@ -98,17 +98,19 @@ class Worker:
 
         requests = _requests.make(loop, app, self.config["task_impl"])
         # After startup: the app module and its lifespan have attached their access
-        # filters or handlers by now (see _logging.access_emitter).
-        access = _logging.access_emitter(self.config)
-        if access is not None and (
+        # filters or handlers by now (see _logging.access_route).
+        route, access = _logging.access_route(self.config)
+        if route != "rust" and (
             self.config.get("access_log_json") or self.config.get("access_log_format")
         ):
             self.log(
                 "warning",
-                "The access logger has a handler or filter: access records go to Python"
-                " logging, and --access-log-json / --access-log-format do not apply.",
+                f"The access logger was changed by the app or --log-config (access log:"
+                f" {route}): --access-log-json / --access-log-format do not apply.",
             )
-        fd = self.core.serve(loop, requests, lifespan.state, self.on_control, access)
+        fd = self.core.serve(
+            loop, requests, lifespan.state, self.on_control, access, route != "off"
+        )
         loop.add_reader(fd, self.core.drain)
         if self.config.get("check_report"):
             # `ferrocorn check`: the contract probe, as app code would run, before ready.

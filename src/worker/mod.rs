@@ -141,8 +141,9 @@ impl WorkerCore {
 
     /// Start serving: the I/O thread begins accepting. Returns the fd the loop must watch
     /// (`loop.add_reader(fd, core.drain)`). `access_logger`, when given, receives each
-    /// access record instead of the Rust writer (python/ferrocorn/_logging.py).
-    #[pyo3(signature = (event_loop, requests, state, on_control, access_logger=None))]
+    /// access record instead of the Rust writer; `access_log` false turns the access
+    /// log off (the app silenced its logger). See python/ferrocorn/_logging.py.
+    #[pyo3(signature = (event_loop, requests, state, on_control, access_logger=None, access_log=true))]
     fn serve(
         &mut self,
         py: Python<'_>,
@@ -151,6 +152,7 @@ impl WorkerCore {
         state: Py<PyDict>,
         on_control: PyObject,
         access_logger: Option<PyObject>,
+        access_log: bool,
     ) -> PyResult<i32> {
         if self.server.is_some() {
             return Err(runtime_error("already serving"));
@@ -199,8 +201,7 @@ impl WorkerCore {
                 server_header: c.server_header_enabled(),
                 date_header: c.date_header_enabled(),
             },
-            access_log: c
-                .access_log_enabled()
+            access_log: (c.access_log_enabled() && access_log)
                 .then(|| crate::access_log::AccessLog::new(&c.logging, &c.root_path, python_access))
                 .transpose()
                 .map_err(runtime_error)?,

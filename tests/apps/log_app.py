@@ -2,6 +2,7 @@
 names, and attach access-log filters the way apps and recipes do."""
 
 import logging
+import os
 from urllib.parse import parse_qs
 
 
@@ -60,5 +61,24 @@ async def filtered_app(scope, receive, send):
     """Attaches the /health filter in lifespan startup, as a FastAPI app would."""
     if scope["type"] == "lifespan":
         await lifespan(receive, send, on_startup=_attach_filter)
+        return
+    await app(scope, receive, send)
+
+
+def _silence() -> None:
+    """The recipes apps use to turn uvicorn's access log off, picked by LOG_APP_SILENCE."""
+    access = logging.getLogger("uvicorn.access")
+    how = os.environ["LOG_APP_SILENCE"]
+    if how == "handlers":
+        access.handlers = []
+    elif how == "level":
+        access.setLevel(logging.WARNING)
+    elif how == "disabled":
+        access.disabled = True
+
+
+async def silenced_app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send, on_startup=_silence)
         return
     await app(scope, receive, send)
