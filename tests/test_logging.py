@@ -606,6 +606,10 @@ def test_python_default_handlers_follow_log_files_and_usr1(tmp_path):
     with Server("log_app:filtered_app", *args, error_log=error_log) as s:
         get(s, "/log?msg=before")
         s.wait_for_log(r"uvicorn-said before")
+        deadline = time.monotonic() + 5
+        while "msg=before" not in access_log.read_text():
+            assert time.monotonic() < deadline, "no access line before the rotation"
+            time.sleep(0.05)
         error_log.rename(tmp_path / "error.log.1")
         access_log.rename(tmp_path / "access.log.1")
         s.signal(signal.SIGUSR1)

@@ -31,8 +31,7 @@ class WorkerCore:
         requests: Any,
         state: dict[str, Any],
         on_control: Any,
-        access_logger: Any | None = None,
-        access_log: bool = True,
+        access: tuple[str, Any | None] | None = None,
     ) -> int: ...
     def __getattr__(self, name: str) -> Any: ...
 

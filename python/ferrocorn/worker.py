@@ -108,9 +108,7 @@ class Worker:
                 f"The access logger was changed by the app or --log-config (access log:"
                 f" {route}): --access-log-json / --access-log-format do not apply.",
             )
-        fd = self.core.serve(
-            loop, requests, lifespan.state, self.on_control, access, route != "off"
-        )
+        fd = self.core.serve(loop, requests, lifespan.state, self.on_control, (route, access))
         loop.add_reader(fd, self.core.drain)
         if self.config.get("check_report"):
             # `ferrocorn check`: the contract probe, as app code would run, before ready.

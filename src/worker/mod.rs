@@ -140,10 +140,11 @@ impl WorkerCore {
     }
 
     /// Start serving: the I/O thread begins accepting. Returns the fd the loop must watch
-    /// (`loop.add_reader(fd, core.drain)`). `access_logger`, when given, receives each
-    /// access record instead of the Rust writer; `access_log` false turns the access
-    /// log off (the app silenced its logger). See python/ferrocorn/_logging.py.
-    #[pyo3(signature = (event_loop, requests, state, on_control, access_logger=None, access_log=true))]
+    /// (`loop.add_reader(fd, core.drain)`). `access` is where access records go, as
+    /// python/ferrocorn/_logging.py's `access_route` decides: `("rust", None)` (the
+    /// default), `("python", emitter)` (each record is handed to `emitter`) or
+    /// `("off", None)` (the app silenced its access logger).
+    #[pyo3(signature = (event_loop, requests, state, on_control, access=None))]
     fn serve(
         &mut self,
         py: Python<'_>,
@@ -151,14 +152,16 @@ impl WorkerCore {
         requests: &Bound<'_, PyAny>,
         state: Py<PyDict>,
         on_control: PyObject,
-        access_logger: Option<PyObject>,
-        access_log: bool,
+        access: Option<(String, Option<PyObject>)>,
     ) -> PyResult<i32> {
         if self.server.is_some() {
             return Err(runtime_error("already serving"));
         }
         let wakeups = Arc::new(IoWakeups::default());
-        let python_access = access_logger.is_some();
+        let (route, access_logger) = access.unwrap_or_else(|| ("rust".into(), None));
+        let access_log = route != "off";
+        let python_access = route == "python" && access_logger.is_some();
+        let access_logger = access_logger.filter(|_| python_access);
         self.dispatcher = Some(Dispatcher::new(
             requests,
             state,
