@@ -251,19 +251,24 @@ def configure(core: Any, config: dict[str, Any]) -> None:
             logging.getLogger(name).propagate = False
 
 
+def _own_taker(logger: logging.Logger) -> bool:
+    """The logger itself has a filter, or a handler that isn't ours."""
+    return bool(logger.filters) or any(
+        not isinstance(h, _DEFAULT_HANDLERS) for h in logger.handlers
+    )
+
+
 def _takes_records(logger: logging.Logger) -> bool:
     """Would a record on this logger reach a filter or handler that isn't ours? Walks
     the propagation chain as Logger.callHandlers does (a parent's filters don't see
     propagated records, its handlers do)."""
-    if logger.filters:
+    if _own_taker(logger):
         return True
-    current: logging.Logger | None = logger
-    while current is not None:
+    current = logger
+    while current.propagate and current.parent is not None:
+        current = current.parent
         if any(not isinstance(h, _DEFAULT_HANDLERS) for h in current.handlers):
             return True
-        if not current.propagate:
-            break
-        current = current.parent
     return False
 
 
@@ -301,7 +306,12 @@ def access_route(config: dict[str, Any]) -> tuple[str, Callable[..., None] | Non
         return "off", None
     loggers = [logging.getLogger(n) for n in ACCESS_LOGGERS]
     states = [_access_state(lg) for lg in loggers]
-    targets = [lg for lg, state in zip(loggers, states, strict=True) if state == "python"]
+    takers = [lg for lg, state in zip(loggers, states, strict=True) if state == "python"]
+    # Loggers set up for access records themselves get them; failing that, the first
+    # that passes them on to a parent's handler (uvicorn.access, as under uvicorn), so
+    # a config with handlers on both `uvicorn` and `ferrocorn` doesn't print each
+    # record twice.
+    targets = [lg for lg in takers if _own_taker(lg)] or takers[:1]
     if targets:
 
         def emit(client: str, method: str, path: str, http_version: str, status: int) -> None:

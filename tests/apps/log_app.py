@@ -5,6 +5,9 @@ import logging
 import os
 from urllib.parse import parse_qs
 
+# Logged at import: the worker has set logging up before it imports the app.
+logging.getLogger("uvicorn.error").info("log_app imported")
+
 
 class HideHealth(logging.Filter):
     """The usual recipe: drop access records for /health (uvicorn's args: client_addr,
