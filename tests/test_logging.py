@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 
+import ferrocorn
 import httpx
 import pytest
 
@@ -695,3 +696,21 @@ def test_access_records_propagate_to_a_configured_parent():
                 r'(?m)^CFG\|uvicorn\.access\|INFO\|127\.0\.0\.1:\d+ - "GET /p HTTP/1\.1" 200$'
             )
             assert s.stdout_text() == ""
+
+
+def test_log_config_as_a_dict_through_the_python_api(capfd):
+    """uvicorn.run(app, log_config={...}) takes a dictConfig dict; so do ferrocorn's
+    run(), Config and testing.serve (it reaches the workers as a JSON file)."""
+    from ferrocorn.testing import serve
+
+    config = {k: v for k, v in DICT_CONFIG.items() if k != "filters"}
+    config["handlers"] = {
+        "err": DICT_CONFIG["handlers"]["err"],
+        "out": {k: v for k, v in DICT_CONFIG["handlers"]["out"].items() if k != "filters"},
+    }
+    with serve("log_app:app", app_dir=str(APPS_DIR), log_config=config) as url:
+        assert httpx.get(f"{url}/log?msg=dict", timeout=5).status_code == 200
+        time.sleep(0.3)
+    assert "CFG|uvicorn.error|INFO|uvicorn-said dict" in capfd.readouterr().err
+    with pytest.raises(TypeError, match="log_config as a dict must be JSON-serialisable"):
+        ferrocorn.Config("log_app:app", log_config={"version": 1, "x": object()})

@@ -8,6 +8,7 @@ underscores, as uvicorn's `run()` and `Config` do.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,14 @@ def normalise(name: str, value: Any) -> str | bool | list[str] | None:
     option = lookup(name)
     if value is None:
         return None
+    if option.name == "log_config" and isinstance(value, dict):
+        # uvicorn's run() and Config take a dictConfig dict too; it reaches the workers
+        # as a JSON file (`to_argv`), so it must be JSON.
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"log_config as a dict must be JSON-serialisable: {exc}") from None
+        return value  # type: ignore[return-value]
     if option.kind == MULTI:
         values = [value] if isinstance(value, str) else value
         if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
@@ -188,6 +197,27 @@ def normalise(name: str, value: Any) -> str | bool | list[str] | None:
     return text
 
 
+def _dict_to_file(config: dict[str, Any]) -> str:
+    """A log_config dict as a .json file for the command line, removed when this
+    process exits (it outlives the server: workers restarted later read it again)."""
+    import atexit
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="ferrocorn-log-config-", suffix=".json", delete=False
+    ) as file:
+        json.dump(config, file)
+    atexit.register(_remove_quietly, file.name)
+    return file.name
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def to_argv(app: str, options: dict[str, Any]) -> list[str]:
     """The command line for `app` and keyword options, checked as `normalise` does."""
     argv = [app]
@@ -198,6 +228,8 @@ def to_argv(app: str, options: dict[str, Any]) -> list[str]:
             continue
         if option.kind == BOOL_VALUE:
             argv += [option.cli, "true" if value else "false"]
+        elif isinstance(value, dict):
+            argv += [option.cli, _dict_to_file(value)]
         elif isinstance(value, list):
             for item in value:
                 argv += [option.cli, item]
