@@ -1,6 +1,9 @@
 //! uvicorn-style logging written straight from Rust: `INFO:     message` on stderr (or
 //! --error-logfile), and the access log on stdout (or --access-logfile). No Python call
-//! per request. SIGUSR1 reopens the files (for logrotate).
+//! per request. SIGUSR1 reopens the files (for logrotate). Level names are coloured as
+//! uvicorn colours them with --use-colors, or by default on a terminal. How each access
+//! line is made is src/access_log.rs; Python's logging of the `uvicorn.*` and
+//! `ferrocorn.*` loggers writes through here too (python/ferrocorn/_logging.py).
 
 use crate::config::LogLevel;
 use std::fs::{File, OpenOptions};
@@ -57,6 +60,7 @@ pub fn set_files(error: Option<&str>, access: Option<&str>) -> std::io::Result<(
 pub fn set_colors(choice: Option<bool>) {
     let decide = |sink: &Mutex<Sink>, fd: i32| {
         choice.unwrap_or_else(|| {
+            // SAFETY: isatty only asks the kernel about an fd number.
             sink.lock().unwrap().file.is_none() && unsafe { libc::isatty(fd) } == 1
         })
     };
