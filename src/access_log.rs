@@ -390,13 +390,18 @@ pub fn compile(
         let Some(inner) = rest.strip_prefix('(') else {
             return Err("a lone % (write %% for a percent sign, atoms as %(h)s)".into());
         };
-        let Some(close) = inner.find(")s") else {
+        let Some(close) = inner.find(')') else {
             return Err(format!(
                 "unterminated atom %({inner} (atoms look like %(h)s)"
             ));
         };
         let key = &inner[..close];
-        rest = &inner[close + 2..];
+        let Some(after) = inner[close + 1..].strip_prefix('s') else {
+            return Err(format!(
+                "%({key}) must be followed by s: atoms look like %({key})s (no widths or other conversions)"
+            ));
+        };
+        rest = after;
         let atom = if let Some(name) = key.strip_prefix('{') {
             let (name, kind) = name.rsplit_once('}').ok_or_else(|| {
                 format!("%({key})s: expected %({{Name}}i)s, %({{Name}}o)s or %({{NAME}}e)s")
@@ -700,7 +705,15 @@ mod tests {
     #[test]
     fn rejects_bad_formats() {
         let (mut req, mut resp) = (Vec::new(), Vec::new());
-        for bad in ["%(zz)s", "100%", "%(h", "%({bad name}i)s", "%({X}z)s"] {
+        for bad in [
+            "%(zz)s",
+            "100%",
+            "%(h",
+            "%({bad name}i)s",
+            "%({X}z)s",
+            "%(s)d %(h)s",
+            "%(h)-9s",
+        ] {
             assert!(compile(bad, &mut req, &mut resp).is_err(), "{bad}");
         }
     }

@@ -470,7 +470,12 @@ def test_bad_log_config_is_one_line_and_exit_2(tmp_path, name):
 
 @pytest.mark.parametrize(
     "fmt, problem",
-    [("%(zz)s", "unknown atom %(zz)s"), ("100%", "lone %"), ("%({x}z)s", "expected")],
+    [
+        ("%(zz)s", "unknown atom %(zz)s"),
+        ("100%", "lone %"),
+        ("%({x}z)s", "expected"),
+        ("%(s)d", "%(s) must be followed by s"),
+    ],
 )
 def test_bad_access_log_format_is_one_line_and_exit_2(fmt, problem):
     result = run_to_exit("log_app:app", "--access-log-format", fmt)
