@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Args, Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoggingOptions {
     /// Python logging configuration, as uvicorn reads it: .json or .yaml/.yml
-    /// (logging.config.dictConfig), anything else an .ini file (fileConfig). Applied in
-    /// every worker before the app is imported; checked once by the master first.
+    /// (logging.config.dictConfig), anything else an .ini file (fileConfig); also .toml
+    /// and hypercorn's json:PATH / toml:PATH. Applied in every worker before the app is
+    /// imported; checked by the master first.
     #[arg(long, value_name = "PATH")]
     pub log_config: Option<String>,
 

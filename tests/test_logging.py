@@ -144,22 +144,66 @@ format=ACCESS|%(name)s|%(message)s|%(args)s
 """
 
 
+TOML_CONFIG = """\
+version = 1
+disable_existing_loggers = false
+
+[formatters.plain]
+format = "CFG|%(name)s|%(levelname)s|%(message)s"
+
+[formatters.access]
+format = "ACCESS|%(name)s|%(message)s|%(args)s"
+
+[handlers.err]
+class = "logging.StreamHandler"
+formatter = "plain"
+stream = "ext://sys.stderr"
+
+[handlers.out]
+class = "logging.StreamHandler"
+formatter = "access"
+stream = "ext://sys.stdout"
+
+[loggers.uvicorn]
+handlers = ["err"]
+level = "INFO"
+propagate = false
+
+[loggers."uvicorn.error"]
+level = "INFO"
+
+[loggers."uvicorn.access"]
+handlers = ["out"]
+level = "INFO"
+propagate = false
+
+[loggers.ferrocorn]
+handlers = ["err"]
+level = "INFO"
+propagate = false
+"""
+
+
 def write_config(tmp_path, kind: str):
-    path = tmp_path / f"log.{kind}"
-    if kind == "json":
+    """A config file for `kind`; "json:" and "toml:" are hypercorn's prefixed forms."""
+    suffix = {"json:": "cfg", "toml:": "cfg"}.get(kind, kind)
+    path = tmp_path / f"log.{suffix}"
+    if kind in ("json", "json:"):
         path.write_text(json.dumps(DICT_CONFIG))
     elif kind == "yaml":
         path.write_text(YAML_CONFIG)
+    elif kind in ("toml", "toml:"):
+        path.write_text(TOML_CONFIG)
     else:
         path.write_text(INI_CONFIG)
-    return path
+    return f"{kind}{path}" if kind.endswith(":") else path
 
 
 def get(s: Server, target: str, **kw) -> httpx.Response:
     return httpx.get(f"{s.url}{target}", timeout=5, **kw)
 
 
-@pytest.mark.parametrize("kind", ["json", "yaml", "ini"])
+@pytest.mark.parametrize("kind", ["json", "yaml", "ini", "toml", "json:", "toml:"])
 def test_log_config_formats_every_logger(tmp_path, kind):
     """Each of uvicorn's formats is applied in the worker before the app is imported:
     the app's uvicorn.* and ferrocorn.* lines, the server's own lifespan lines and the
@@ -172,7 +216,7 @@ def test_log_config_formats_every_logger(tmp_path, kind):
         s.wait_for_log(r"(?m)^CFG\|uvicorn\|INFO\|uvicorn-root-said m1$")
         # The worker's own messages go through the configured uvicorn.error logger.
         s.wait_for_log(r"(?m)^CFG\|uvicorn\.error\|INFO\|Application startup complete\.$")
-        if kind != "json":
+        if not kind.startswith("json"):
             # Applied before the app was imported: its import-time line is formatted
             # too. (The JSON config names log_app's filter class, so dictConfig itself
             # imports log_app before its handlers exist.)
@@ -182,7 +226,7 @@ def test_log_config_formats_every_logger(tmp_path, kind):
         client, method, path, version, status = eval(line[2])  # a tuple's repr
         assert (method, path, version, status) == ("GET", "/log?msg=m1", "1.1", 200)
         assert re.fullmatch(r"127\.0\.0\.1:\d+", client)
-        if kind == "json":
+        if kind.startswith("json"):
             # The config's filter (log_app.HideHealth, imported from --app-dir) hides /health.
             get(s, "/health")
             get(s, "/after-health")
@@ -451,6 +495,7 @@ BAD_CONFIGS = {
     ),
     "no_version.json": json.dumps({"handlers": {}}),
     "garbage.ini": "this is not an ini file\n",
+    "broken.toml": "version = [1\n",
     "empty.ini": "",
 }
 

@@ -63,29 +63,57 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _load(path: str) -> dict[str, Any] | None:
-    """The dictConfig of a .json/.yaml/.yml file, or None for an .ini (fileConfig) file."""
+def _kind(path: str) -> tuple[str, str]:
+    """The format and the file of a --log-config value: uvicorn's rule (.json, .yaml/.yml,
+    anything else .ini), plus hypercorn's `json:` and `toml:` prefixes and .toml files."""
+    for prefix in ("json", "toml"):
+        if path.startswith(prefix + ":"):
+            return prefix, path[len(prefix) + 1 :]
+    if path.endswith(".json"):
+        return "json", path
+    if path.endswith((".yaml", ".yml")):
+        return "yaml", path
+    if path.endswith(".toml"):
+        return "toml", path
+    return "ini", path
+
+
+def _parse(kind: str, file: Any) -> Any:
+    if kind == "json":
+        try:
+            return json.load(file)
+        except ValueError as exc:
+            raise LogConfigError(f"not valid JSON: {exc}") from None
+    if kind == "yaml":
+        try:
+            import yaml
+        except ImportError:
+            raise LogConfigError(
+                "YAML log configs need PyYAML: pip install pyyaml (or use .json or .ini)"
+            ) from None
+        try:
+            return yaml.safe_load(file)
+        except yaml.YAMLError as exc:
+            raise LogConfigError(f"not valid YAML: {_one_line(exc)}") from None
     try:
-        with open(path, encoding="utf-8") as file:
-            if path.endswith(".json"):
-                try:
-                    config = json.load(file)
-                except ValueError as exc:
-                    raise LogConfigError(f"not valid JSON: {exc}") from None
-            elif path.endswith((".yaml", ".yml")):
-                try:
-                    import yaml
-                except ImportError:
-                    raise LogConfigError(
-                        "YAML log configs need PyYAML: pip install pyyaml (or use .json or .ini)"
-                    ) from None
-                try:
-                    config = yaml.safe_load(file)
-                except yaml.YAMLError as exc:
-                    raise LogConfigError(f"not valid YAML: {_one_line(exc)}") from None
-            else:
+        import tomllib
+    except ImportError:
+        raise LogConfigError("TOML log configs need Python 3.11 or later") from None
+    try:
+        return tomllib.loads(file.read())
+    except tomllib.TOMLDecodeError as exc:
+        raise LogConfigError(f"not valid TOML: {exc}") from None
+
+
+def _load(path: str) -> dict[str, Any] | None:
+    """The dictConfig of a JSON, YAML or TOML file, or None for an .ini (fileConfig) file."""
+    kind, file_path = _kind(path)
+    try:
+        with open(file_path, encoding="utf-8") as file:
+            if kind == "ini":
                 file.read()  # fileConfig ignores a file it can't read; we don't.
                 return None
+            config = _parse(kind, file)
     except OSError as exc:
         raise LogConfigError(f"can't read it: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -102,7 +130,7 @@ def apply_log_config(path: str) -> None:
         if config is not None:
             logging.config.dictConfig(config)
         else:
-            logging.config.fileConfig(path, disable_existing_loggers=False)
+            logging.config.fileConfig(_kind(path)[1], disable_existing_loggers=False)
     except LogConfigError:
         raise
     except Exception as exc:
