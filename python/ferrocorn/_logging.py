@@ -16,7 +16,6 @@ from __future__ import annotations
 import http
 import json
 import logging
-import logging.config
 import os
 import sys
 from collections.abc import Callable
@@ -125,6 +124,8 @@ def _load(path: str) -> dict[str, Any] | None:
 
 def apply_log_config(path: str) -> None:
     """Apply --log-config as uvicorn does; raises LogConfigError."""
+    import logging.config  # only with a config: it pulls in socketserver and more
+
     config = _load(path)
     try:
         if config is not None:
