@@ -780,3 +780,19 @@ def test_log_config_as_a_dict_through_the_python_api(capfd):
     assert "CFG|uvicorn.error|INFO|uvicorn-said dict" in capfd.readouterr().err
     with pytest.raises(TypeError, match="log_config as a dict must be JSON-serialisable"):
         ferrocorn.Config("log_app:app", log_config={"version": 1, "x": object()})
+
+
+def test_json_and_format_over_a_unix_socket(tmp_path):
+    """No client address on a Unix socket: JSON says null, %(h)s says "-"."""
+    path = str(tmp_path / "log.sock")
+    for args, expect in (
+        (["--access-log-json"], lambda line: json.loads(line)["client"] is None),
+        (["--access-log-format", "%(h)s %(U)s"], lambda line: line == "- /u"),
+    ):
+        with Server("log_app:app", "--uds", path, *args) as s:
+            transport = httpx.HTTPTransport(uds=path)
+            with httpx.Client(transport=transport, base_url="http://localhost") as client:
+                assert client.get("/u").status_code == 200
+            s.wait_for_log(r"/u", stdout=True)
+            (line,) = s.stdout_text().splitlines()
+            assert expect(line), line
