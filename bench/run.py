@@ -50,6 +50,7 @@ from servers import (
     CHECKS,
     FERROCORN_PYTHON,
     HERE,
+    KNOWN_SERVERS,
     ROOT,
     WORKLOADS,
     build_tools,
@@ -156,7 +157,7 @@ def main() -> int:
             setattr(args, key, value)
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
         p.error("need --rounds >= 1, --duration >= 1, --warmup >= 0")
-    servers = parse_list(args.servers, ALL_SERVERS, what="server")
+    servers = parse_list(args.servers, KNOWN_SERVERS, what="server")
     workloads = parse_list(args.workloads, WORKLOADS, ALIASES, what="workload")
     if shutil.which("wrk") is None:
         p.error("wrk is not installed (bench/run.sh installs it: apt-get install -y wrk)")

@@ -19,6 +19,17 @@ FERROCORN_PYTHON = os.environ.get("FERROCORN_PYTHON", str(ROOT / ".venv" / "bin"
 HOST = "127.0.0.1"
 
 ALL_SERVERS = ("ferrocorn", "granian", "uvicorn", "gunicorn", "ceiling", "ferrocorn-runner")
+# What the access log costs, run only when named (--servers ferrocorn-noaccess,
+# ferrocorn-access,ferrocorn-access-json): ferrocorn-noaccess is ferrocorn as above (no
+# access log, like every peer here); the others write uvicorn's line or the JSON line
+# for every request into the server's log file under bench/out.
+ACCESS_LOG_SERVERS = {
+    "ferrocorn-noaccess": ["--no-access-log"],
+    "ferrocorn-access": ["--access-log"],
+    "ferrocorn-access-json": ["--access-log-json"],
+}
+ACCESS_LOG_WORKLOADS = {"hello", "fastapi", "hello2w"}
+KNOWN_SERVERS = (*ALL_SERVERS, *ACCESS_LOG_SERVERS)
 # ferrocorn's opt-in request runners (--task-impl runner), measured where they differ:
 # requests that don't suspend.
 RUNNER_WORKLOADS = {"hello", "fastapi", "echo"}
@@ -77,6 +88,8 @@ ALIASES = {"echo10k": "echo", "json": "fastapi"}
 def serves(server: str, workload: str) -> bool:
     if server == "ferrocorn-runner":
         return workload in RUNNER_WORKLOADS
+    if server in ACCESS_LOG_SERVERS:
+        return workload in ACCESS_LOG_WORKLOADS
     return server in SERVES.get(workload, PYTHON_SERVERS)
 
 
@@ -85,8 +98,8 @@ def is_ferrocorn(server: str) -> bool:
 
 
 def server_command(server: str, app: str, port: int, workload: str = "hello") -> list[str]:
-    """The command line for one server: one worker (WORKERS says when more), no access log,
-    uvloop everywhere."""
+    """The command line for one server: one worker (WORKERS says when more), no access log
+    (but in the ACCESS_LOG_SERVERS variants), uvloop everywhere."""
     workers = str(WORKERS.get(workload, 1))
     if server == "ceiling":
         return [str(TOOLS_BIN / "ceiling"), str(port)]
@@ -94,10 +107,11 @@ def server_command(server: str, app: str, port: int, workload: str = "hello") ->
         # Default log level (info): "ferrocorn ready" is an info line; it logs nothing per
         # request without the access log.
         runner = ["--task-impl", "runner"] if server == "ferrocorn-runner" else []
+        access = ACCESS_LOG_SERVERS.get(server, ["--no-access-log"])
         return [
             FERROCORN_PYTHON, "-m", "ferrocorn", app,
             "--host", HOST, "--port", str(port), "--workers", workers,
-            "--no-access-log", "--loop", "uvloop", *runner,
+            *access, "--loop", "uvloop", *runner,
         ]  # fmt: skip
     if server == "granian":
         protocols = {

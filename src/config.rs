@@ -326,6 +326,10 @@ pub struct Config {
     #[serde(flatten)]
     pub cli: crate::cli::DropinOptions,
 
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub logging: crate::logging_options::LoggingOptions,
+
     /// Internal, for `ferrocorn check` (python/ferrocorn/_check.py): each worker writes
     /// its plain-python contract report into this directory once lifespan startup is done.
     #[arg(long, hide = true)]

@@ -17,9 +17,8 @@ pub struct ConnShared {
     pub limits: Limits,
     pub limit_concurrency: Option<usize>,
     pub head: HeadOptions,
-    pub access_log: bool,
-    /// --root-path, for the access log.
-    pub root_path: Box<str>,
+    /// None with --no-access-log.
+    pub access_log: Option<crate::access_log::AccessLog>,
     pub keep_alive: Duration,
     pub header_timeout: Duration,
     pub body_timeout: Duration,

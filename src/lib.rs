@@ -1,5 +1,6 @@
 //! ferrocorn: an ASGI application server. See shared/DESIGN.md for the architecture.
 
+pub mod access_log;
 pub mod asgi;
 pub mod cli;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod control;
 pub mod http1;
 pub mod http2;
 pub mod log;
+pub mod logging_options;
 pub mod master;
 pub mod proxy;
 pub mod tls;
@@ -29,11 +31,36 @@ fn run_master(
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = check_logging(py, &config) {
+        eprintln!("error: {e}");
+        return 2;
+    }
     let python = master::spawn::PythonLaunch {
         executable,
         interpreter_flags,
     };
     py.allow_threads(|| master::run(config, python))
+}
+
+/// Bad logging options stop the master before any worker starts, with one line naming
+/// the option: an access-log format that doesn't compile, a --log-config that Python's
+/// logging can't load or apply (checked by python/ferrocorn/_logging.py).
+fn check_logging(py: Python<'_>, config: &config::Config) -> Result<(), String> {
+    if let Some(format) = &config.logging.access_log_format {
+        access_log::compile(format, &mut Vec::new(), &mut Vec::new())
+            .map_err(|e| format!("--access-log-format: {e}"))?;
+    }
+    if let Some(path) = &config.logging.log_config {
+        let problem = py
+            .import("ferrocorn._logging")
+            .and_then(|m| m.call_method1("check_log_config", (path, &config.app_dir)))
+            .and_then(|r| r.extract::<Option<String>>())
+            .map_err(|e| e.to_string())?;
+        if let Some(problem) = problem {
+            return Err(format!("--log-config {path}: {problem}"));
+        }
+    }
+    Ok(())
 }
 
 #[pymodule]

@@ -1,14 +1,21 @@
 //! uvicorn-style logging written straight from Rust: `INFO:     message` on stderr (or
 //! --error-logfile), and the access log on stdout (or --access-logfile). No Python call
-//! per request. SIGUSR1 reopens the files (for logrotate).
+//! per request. SIGUSR1 reopens the files (for logrotate). Level names are coloured as
+//! uvicorn colours them with --use-colors, or by default on a terminal. How each access
+//! line is made is src/access_log.rs; Python's logging of the `uvicorn.*` and
+//! `ferrocorn.*` loggers writes through here too (python/ferrocorn/_logging.py).
 
 use crate::config::LogLevel;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+/// Colour the error log's level names / the access line (--use-colors), decided by
+/// `set_colors` once the sinks are known.
+static ERROR_COLORS: AtomicBool = AtomicBool::new(false);
+static ACCESS_COLORS: AtomicBool = AtomicBool::new(false);
 
 /// A log destination: a file opened in append mode, or the standard stream.
 struct Sink {
@@ -48,6 +55,27 @@ pub fn set_files(error: Option<&str>, access: Option<&str>) -> std::io::Result<(
     Ok(())
 }
 
+/// --use-colors / --no-use-colors, or None: colour what goes to a terminal (uvicorn
+/// looks at stdout only; a file is never coloured unless asked for).
+pub fn set_colors(choice: Option<bool>) {
+    let decide = |sink: &Mutex<Sink>, fd: i32| {
+        choice.unwrap_or_else(|| {
+            // SAFETY: isatty only asks the kernel about an fd number.
+            sink.lock().unwrap().file.is_none() && unsafe { libc::isatty(fd) } == 1
+        })
+    };
+    ERROR_COLORS.store(decide(&ERROR_SINK, libc::STDERR_FILENO), Ordering::Relaxed);
+    ACCESS_COLORS.store(decide(&ACCESS_SINK, libc::STDOUT_FILENO), Ordering::Relaxed);
+}
+
+pub fn access_colors() -> bool {
+    ACCESS_COLORS.load(Ordering::Relaxed)
+}
+
+pub fn error_colors() -> bool {
+    ERROR_COLORS.load(Ordering::Relaxed)
+}
+
 /// Reopen the log files at their paths (after logrotate moved them away).
 pub fn reopen() -> std::io::Result<()> {
     for sink in [&ERROR_SINK, &ACCESS_SINK] {
@@ -76,15 +104,22 @@ fn write_line(sink: &Mutex<Sink>, stdout: bool, line: &[u8]) {
     }
 }
 
-fn prefix(level: LogLevel) -> &'static str {
-    // Padded to ten columns as uvicorn's default formatter does.
-    match level {
-        LogLevel::Trace => "TRACE:    ",
-        LogLevel::Debug => "DEBUG:    ",
-        LogLevel::Info => "INFO:     ",
-        LogLevel::Warning => "WARNING:  ",
-        LogLevel::Error => "ERROR:    ",
-        LogLevel::Critical => "CRITICAL: ",
+/// `INFO:     `: the level name padded to ten columns as uvicorn's default formatter
+/// does, its name coloured as uvicorn colours it when `colors`.
+pub fn prefix(level: LogLevel, colors: bool) -> &'static str {
+    match (level, colors) {
+        (LogLevel::Trace, false) => "TRACE:    ",
+        (LogLevel::Debug, false) => "DEBUG:    ",
+        (LogLevel::Info, false) => "INFO:     ",
+        (LogLevel::Warning, false) => "WARNING:  ",
+        (LogLevel::Error, false) => "ERROR:    ",
+        (LogLevel::Critical, false) => "CRITICAL: ",
+        (LogLevel::Trace, true) => "\x1b[34mTRACE\x1b[0m:    ",
+        (LogLevel::Debug, true) => "\x1b[36mDEBUG\x1b[0m:    ",
+        (LogLevel::Info, true) => "\x1b[32mINFO\x1b[0m:     ",
+        (LogLevel::Warning, true) => "\x1b[33mWARNING\x1b[0m:  ",
+        (LogLevel::Error, true) => "\x1b[31mERROR\x1b[0m:    ",
+        (LogLevel::Critical, true) => "\x1b[91mCRITICAL\x1b[0m: ",
     }
 }
 
@@ -93,7 +128,7 @@ pub fn log(level: LogLevel, message: &str) {
         return;
     }
     let mut line = String::with_capacity(message.len() + 12);
-    line.push_str(prefix(level));
+    line.push_str(prefix(level, error_colors()));
     line.push_str(message);
     if !line.ends_with('\n') {
         line.push('\n');
@@ -104,33 +139,6 @@ pub fn log(level: LogLevel, message: &str) {
 /// One access-log line.
 pub fn access(line: &str) {
     write_line(&ACCESS_SINK, true, line.as_bytes());
-}
-
-/// The start of an HTTP access line, made when the request arrives:
-/// `127.0.0.1:51234 - "GET /root/path?q=1 HTTP/1.1"`. As uvicorn, the path includes the
-/// root path the app is mounted at.
-pub fn access_request(
-    client: Option<&dyn std::fmt::Display>,
-    method: &http::Method,
-    root_path: &str,
-    target: &[u8],
-    version: &str,
-) -> Box<str> {
-    // Empty without a client address (a Unix socket), as uvicorn writes it. The
-    // client is the one forwarded headers named, if a trusted proxy sent them.
-    let client = client.map_or_else(String::new, |a| a.to_string());
-    let target = String::from_utf8_lossy(target);
-    format!("{client} - \"{method} {root_path}{target} {version}\"").into_boxed_str()
-}
-
-/// The access line once the status is known, with its reason phrase as uvicorn
-/// writes it: `... "GET / HTTP/1.1" 200 OK`.
-pub fn access_response(request: &str, status: http::StatusCode) {
-    let reason = status.canonical_reason().unwrap_or("");
-    access(&format!(
-        "INFO:     {request} {} {reason}\n",
-        status.as_u16()
-    ));
 }
 
 /// Where a raw dump (e.g. Python stacks) must go: the error log's fd.

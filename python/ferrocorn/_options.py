@@ -8,6 +8,7 @@ underscores, as uvicorn's `run()` and `Config` do.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,11 @@ OPTIONS: dict[str, Option] = {
         Option("error_logfile", VALUE, PATH),
         Option("access_logfile", VALUE, PATH),
         Option("pid", VALUE, PATH, short="-p"),
+        Option("log_config", VALUE, PATH),
+        Option("use_colors", NEGATABLE, bool),
+        Option("access_log_format", VALUE, str),
+        Option("access_log_json", FLAG, bool, False),
+        Option("access_log_exclude", MULTI, (str, list, tuple)),
         Option(
             "ws",
             VALUE,
@@ -136,6 +142,7 @@ BY_FLAG = {o.flag: o for o in OPTIONS.values() if o.flag}
 
 # Other spellings the command line accepts (uvicorn's names for gunicorn's options).
 ALIASES = {
+    "access_logformat": "access_log_format",  # gunicorn's name
     "limit_max_requests": "max_requests",
     "limit_max_requests_jitter": "max_requests_jitter",
     # uvicorn's keyword for --header: a list of (name, value) pairs.
@@ -152,8 +159,6 @@ ALIASES = {
 
 # uvicorn options ferrocorn has no equivalent for: named in the error, not guessed at.
 UVICORN_ONLY = {
-    "log_config",
-    "use_colors",
     "interface",
     "ssl_context_factory",
     "timeout_notify",
@@ -185,6 +190,14 @@ def normalise(name: str, value: Any) -> str | bool | list[str] | None:
     option = lookup(name)
     if value is None:
         return None
+    if option.name == "log_config" and isinstance(value, dict):
+        # uvicorn's run() and Config take a dictConfig dict too; it reaches the workers
+        # as a JSON file (`to_argv`), so it must be JSON.
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"log_config as a dict must be JSON-serialisable: {exc}") from None
+        return value  # type: ignore[return-value]
     if option.kind == MULTI:
         return _items(name, option, value)
     if option.kind in (FLAG, NEGATABLE, BOOL_VALUE):
@@ -239,6 +252,27 @@ def _items(name: str, option: Option, value: Any) -> list[str]:
     return out
 
 
+def _dict_to_file(config: dict[str, Any]) -> str:
+    """A log_config dict as a .json file for the command line, removed when this
+    process exits (it outlives the server: workers restarted later read it again)."""
+    import atexit
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="ferrocorn-log-config-", suffix=".json", delete=False
+    ) as file:
+        json.dump(config, file)
+    atexit.register(_remove_quietly, file.name)
+    return file.name
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def to_argv(app: str, options: dict[str, Any]) -> list[str]:
     """The command line for `app` and keyword options, checked as `normalise` does."""
     argv = [app]
@@ -252,6 +286,8 @@ def to_argv(app: str, options: dict[str, Any]) -> list[str]:
                 argv += [option.cli, item]
         elif option.kind == BOOL_VALUE:
             argv += [option.cli, "true" if value else "false"]
+        elif isinstance(value, dict):
+            argv += [option.cli, _dict_to_file(value)]
         elif value is True:
             argv.append(option.cli)
         elif value is False:

@@ -21,7 +21,8 @@ RUNNING = re.compile(
     r"ferrocorn running on (unix socket .+?|socket fd \d+|\S+) \(Press CTRL\+C to quit\)$"
 )
 READY = re.compile(r"ferrocorn ready: (\d+) worker\(s\) \[([\d, ]*)\]")
-PREFIX = re.compile(r"^(TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL):\s")
+# The level name may be coloured (--use-colors).
+PREFIX = re.compile(r"^(?:\x1b\[\d+m)?(TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL)(?:\x1b\[0m)?:\s")
 LEVELS = ["trace", "debug", "info", "warning", "error", "critical"]
 # How long output may still come after the master exits (a child the app started may
 # hold the pipes open).

@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Any
 
-from ferrocorn import _ferrocorn, _requests
+from ferrocorn import _ferrocorn, _logging, _requests
 from ferrocorn.__main__ import set_title
 from ferrocorn._app import AppLoadError, load_app
 from ferrocorn._lifespan import Lifespan, LifespanFailed
@@ -83,7 +83,8 @@ class Worker:
     def __init__(self, core: Any, config: dict) -> None:
         self.core = core
         self.config = config
-        self.log = core.log
+        # With --log-config, the worker's own messages go through Python logging.
+        self.log = _logging.server_logger(config) or core.log
         self.stop_order: asyncio.Future[str] | None = None
         self.drained: asyncio.Future[None] | None = None
 
@@ -118,7 +119,18 @@ class Worker:
         requests = _requests.make(
             loop, app, self.config["task_impl"], self.config.get("reset_contextvars", False)
         )
-        fd = self.core.serve(loop, requests, lifespan.state, self.on_control)
+        # After startup: the app module and its lifespan have attached their access
+        # filters or handlers by now (see _logging.access_route).
+        route, access = _logging.access_route(self.config)
+        if route != "rust" and (
+            self.config.get("access_log_json") or self.config.get("access_log_format")
+        ):
+            self.log(
+                "warning",
+                f"The access logger was changed by the app or --log-config (access log:"
+                f" {route}): --access-log-json / --access-log-format do not apply.",
+            )
+        fd = self.core.serve(loop, requests, lifespan.state, self.on_control, (route, access))
         loop.add_reader(fd, self.core.drain)
         if self.config.get("check_report"):
             # `ferrocorn check`: the contract probe, as app code would run, before ready.
@@ -172,6 +184,13 @@ def main() -> int:
     config = json.loads(core.config_json)
     set_title(f"ferrocorn: worker [{config['app']}]")
     os.register_at_fork(after_in_child=_forget_wakeup_fd_in_child)
+    try:
+        # Before the app is imported, as uvicorn: module-level loggers and handlers the
+        # app makes see the configured logging.
+        _logging.configure(core, config)
+    except _logging.LogConfigError as exc:
+        core.boot_failed(f"--log-config {config.get('log_config')}: {exc}", 2)
+        return 2
     try:
         app = load_app(config["app"], config["app_dir"], config["factory"])
         loop = _new_loop(config["loop_kind"])

@@ -39,6 +39,8 @@ pub enum Event {
     Stop { graceful: bool },
     /// Every connection is closed after a graceful stop was requested.
     Drained,
+    /// An access record for Python logging (the access logger has handlers or filters).
+    Access(Box<crate::access_log::PyAccess>),
 }
 
 pub struct Bridge {

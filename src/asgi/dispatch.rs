@@ -35,6 +35,9 @@ pub struct Dispatcher {
     state: Py<PyDict>,
     scopes: ScopeBuilder,
     http: Arc<HttpContext>,
+    /// Called with uvicorn's access args (client, method, path, http_version, status)
+    /// when access records go through Python logging.
+    access_logger: Option<PyObject>,
 }
 
 impl Dispatcher {
@@ -44,6 +47,7 @@ impl Dispatcher {
         on_control: PyObject,
         scopes: ScopeBuilder,
         http: HttpContext,
+        access_logger: Option<PyObject>,
     ) -> PyResult<Self> {
         Ok(Dispatcher {
             queue: match requests.getattr("queue") {
@@ -63,6 +67,7 @@ impl Dispatcher {
             state,
             scopes,
             http: Arc::new(http),
+            access_logger,
         })
     }
 
@@ -86,6 +91,15 @@ impl Dispatcher {
                 .call1(py, (if graceful { "stop" } else { "quit" },))
                 .map(drop),
             Event::Drained => self.on_control.call1(py, ("drained",)).map(drop),
+            Event::Access(r) => match &self.access_logger {
+                Some(logger) => logger
+                    .call1(
+                        py,
+                        (&r.client, &r.method, &r.path, r.http_version, r.status),
+                    )
+                    .map(drop),
+                None => Ok(()),
+            },
         };
         if let Err(e) = result {
             // One bad event must not lose the rest of the batch.

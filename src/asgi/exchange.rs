@@ -218,8 +218,6 @@ pub struct Exchange {
     io_waker: AtomicWaker,
     bridge: Arc<Bridge>,
     pub waiters: Mutex<PyWaiters>,
-    /// `"GET /path HTTP/1.1"` and the client, kept only when the access log is on.
-    pub access: Option<Box<str>>,
     pub water: Watermarks,
     /// `State::hints` has something: checked without the lock on every poll.
     hints_pending: AtomicBool,
@@ -227,18 +225,12 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(
-        bridge: Arc<Bridge>,
-        inflight: InflightGuard,
-        access: Option<Box<str>>,
-        water: Watermarks,
-    ) -> Self {
+    pub fn new(bridge: Arc<Bridge>, inflight: InflightGuard, water: Watermarks) -> Self {
         Exchange {
             state: Mutex::new(State::default()),
             io_waker: AtomicWaker::new(),
             bridge,
             waiters: Mutex::new(PyWaiters::default()),
-            access,
             water,
             hints_pending: AtomicBool::new(false),
             _inflight: inflight,

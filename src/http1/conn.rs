@@ -250,6 +250,8 @@ struct Transaction<'a, S> {
     /// Set once the response head is written.
     framing: Option<BodyFraming>,
     body_sent: u64,
+    /// What the access line needs until it is written.
+    access: Option<crate::access_log::Entry>,
     response_ended: bool,
     /// The connection can't be reused (app failure, framing error, client gone).
     broken: bool,
@@ -283,22 +285,17 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
         closing: bool,
     ) -> Self {
         let forwarded = shared.proxy.resolve(conn, &mut head.headers);
-        let access = shared.access_log.then(|| {
-            let version = if head.version == Version::HTTP_10 {
-                "HTTP/1.0"
-            } else {
-                "HTTP/1.1"
-            };
-            let root = &shared.root_path;
-            let client = crate::proxy::log_client(forwarded.as_deref(), conn);
-            crate::log::access_request(client, &head.method, root, &head.target, version)
+        let access = shared.access_log.as_ref().and_then(|log| {
+            let headers = &head.headers;
+            log.begin(
+                crate::proxy::client(forwarded.as_deref(), conn),
+                &head.method,
+                &head.target,
+                head.version,
+                |name| headers.iter().find(|(n, _)| n == name).map(|(_, v)| &v[..]),
+            )
         });
-        let ex = Arc::new(Exchange::new(
-            shared.bridge.clone(),
-            guard,
-            access,
-            HTTP1_WATER,
-        ));
+        let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, HTTP1_WATER));
         let decoder = match head.framing {
             Framing::Empty => {
                 ex.state().body_end = true;
@@ -335,6 +332,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             out: OutQueue::default(),
             framing: None,
             body_sent: 0,
+            access,
             response_ended: false,
             broken: false,
             finished: false,
@@ -579,8 +577,12 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             let Poll::Ready((head, exact, trailers)) = self.ex.poll_head(cx) else {
                 return progress;
             };
-            if let Some(request) = &self.ex.access {
-                crate::log::access_response(request, head.status);
+            if let Some(log) = &self.shared.access_log {
+                if let Some(record) =
+                    log.response_head(&mut self.access, head.status, &head.headers)
+                {
+                    self.shared.bridge.push(Event::Access(record));
+                }
             }
             let facts = RequestFacts {
                 method: &self.method,
@@ -835,6 +837,15 @@ impl<S> Drop for Transaction<'_, S> {
     fn drop(&mut self) {
         if !self.finished {
             self.ex.disconnect();
+        }
+        if let Some(log) = &self.shared.access_log {
+            // A HEAD response's body is counted but never sent.
+            let sent = if self.method == Method::HEAD {
+                0
+            } else {
+                self.body_sent
+            };
+            log.response_end(&mut self.access, sent);
         }
     }
 }

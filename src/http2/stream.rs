@@ -57,17 +57,17 @@ pub async fn serve(
     );
     let mut headers = scope_headers(&parts.headers, parts.uri.authority().map(|a| a.as_str()));
     let forwarded = shared.proxy.resolve(&conn, &mut headers);
-    let access = shared.access_log.then(|| {
-        let root = &shared.root_path;
-        let client = crate::proxy::log_client(forwarded.as_deref(), &conn);
-        crate::log::access_request(client, &parts.method, root, &target, "HTTP/2")
+    let access = shared.access_log.as_ref().and_then(|log| {
+        let headers = &parts.headers;
+        log.begin(
+            crate::proxy::client(forwarded.as_deref(), &conn),
+            &parts.method,
+            &target,
+            Version::HTTP_2,
+            |name| headers.get(name).map(|v| v.as_bytes()),
+        )
     });
-    let ex = Arc::new(Exchange::new(
-        shared.bridge.clone(),
-        guard,
-        access,
-        STREAM_WATER,
-    ));
+    let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, STREAM_WATER));
     let body = if body.is_end_stream() {
         ex.state().body_end = true;
         None
@@ -96,6 +96,7 @@ pub async fn serve(
         file: None,
         declared: None,
         body_sent: 0,
+        access,
     };
     poll_fn(|cx| stream.poll(cx)).await;
     if let Some(recycle) = &shared.recycle {
@@ -176,6 +177,18 @@ struct Stream<'a> {
     /// The app's Content-Length: no more of a file is sent.
     declared: Option<u64>,
     body_sent: u64,
+    /// What the access line needs until it is written.
+    access: Option<crate::access_log::Entry>,
+}
+
+impl Drop for Stream<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = &self.shared.access_log {
+            // A HEAD response's body is counted but never sent.
+            let sent = if self.head_request { 0 } else { self.body_sent };
+            log.response_end(&mut self.access, sent);
+        }
+    }
 }
 
 impl Stream<'_> {
@@ -275,8 +288,10 @@ impl Stream<'_> {
         let Poll::Ready((head, exact, _trailers)) = self.ex.poll_head(cx) else {
             return Poll::Pending;
         };
-        if let Some(request) = &self.ex.access {
-            crate::log::access_response(request, head.status);
+        if let Some(log) = &self.shared.access_log {
+            if let Some(record) = log.response_head(&mut self.access, head.status, &head.headers) {
+                self.shared.bridge.push(Event::Access(record));
+            }
         }
         let mut response = Response::new(());
         *response.status_mut() = head.status;

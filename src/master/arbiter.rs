@@ -136,6 +136,7 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         eprintln!("ERROR:    Could not open a log file: {e}");
         return EXIT_FAILURE;
     }
+    crate::log::set_colors(config.logging.colors());
     for note in &config.cli.notes {
         info!("{note}");
     }

@@ -76,13 +76,11 @@ impl ProxySettings {
     }
 }
 
-/// The client to write in the access log: the forwarded one, else the peer.
-pub fn log_client<'a>(
-    forwarded: Option<&'a Forwarded>,
-    conn: &'a ConnInfo,
-) -> Option<&'a dyn std::fmt::Display> {
+/// The client the app and the access log see: the one trusted forwarded headers
+/// named, else the peer.
+pub fn client(forwarded: Option<&Forwarded>, conn: &ConnInfo) -> Option<Client> {
     match forwarded.and_then(|f| f.client.as_ref()) {
-        Some(client) => Some(client),
-        None => conn.client.as_ref().map(|a| a as &dyn std::fmt::Display),
+        Some(client) => Some(client.clone()),
+        None => conn.client.map(Client::Ip),
     }
 }

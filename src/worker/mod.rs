@@ -65,6 +65,7 @@ impl WorkerCore {
             config.access_logfile.as_deref(),
         )
         .map_err(runtime_error)?;
+        crate::log::set_colors(config.logging.colors());
         let bridge = Arc::new(Bridge::new().map_err(runtime_error)?);
         let sigterm = signals::install_sigterm().map_err(runtime_error)?;
         control::spawn_reader(reader, pending, sigterm, bridge.clone()).map_err(runtime_error)?;
@@ -109,6 +110,24 @@ impl WorkerCore {
         self.control.send(&ToMaster::Heartbeat);
     }
 
+    /// Colour the error log's level names (--use-colors, or stderr is a terminal).
+    #[getter]
+    fn error_colors(&self) -> bool {
+        crate::log::error_colors()
+    }
+
+    /// Colour access lines (--use-colors, or stdout is a terminal).
+    #[getter]
+    fn access_colors(&self) -> bool {
+        crate::log::access_colors()
+    }
+
+    /// Write one line to the access log (stdout or --access-logfile) as it is.
+    #[staticmethod]
+    fn access_line(line: &str) {
+        crate::log::access(line);
+    }
+
     /// Log through the same writer as the Rust side; level is a uvicorn level name.
     #[staticmethod]
     fn log(level: &str, message: &str) {
@@ -124,7 +143,11 @@ impl WorkerCore {
     }
 
     /// Start serving: the I/O thread begins accepting. Returns the fd the loop must watch
-    /// (`loop.add_reader(fd, core.drain)`).
+    /// (`loop.add_reader(fd, core.drain)`). `access` is where access records go, as
+    /// python/ferrocorn/_logging.py's `access_route` decides: `("rust", None)` (the
+    /// default), `("python", emitter)` (each record is handed to `emitter`) or
+    /// `("off", None)` (the app silenced its access logger).
+    #[pyo3(signature = (event_loop, requests, state, on_control, access=None))]
     fn serve(
         &mut self,
         py: Python<'_>,
@@ -132,17 +155,23 @@ impl WorkerCore {
         requests: &Bound<'_, PyAny>,
         state: Py<PyDict>,
         on_control: PyObject,
+        access: Option<(String, Option<PyObject>)>,
     ) -> PyResult<i32> {
         if self.server.is_some() {
             return Err(runtime_error("already serving"));
         }
         let wakeups = Arc::new(IoWakeups::default());
+        let (route, access_logger) = access.unwrap_or_else(|| ("rust".into(), None));
+        let access_log = route != "off";
+        let python_access = route == "python" && access_logger.is_some();
+        let access_logger = access_logger.filter(|_| python_access);
         self.dispatcher = Some(Dispatcher::new(
             requests,
             state,
             on_control,
             ScopeBuilder::new(py, &self.config.root_path, self.config.tls_enabled())?,
             HttpContext::new(py, event_loop, wakeups.clone())?,
+            access_logger,
         )?);
         let c = &self.config;
         let tls = crate::tls::server_config(c)
@@ -176,8 +205,10 @@ impl WorkerCore {
             },
             limit_concurrency: c.limit_concurrency,
             head: head_options(c)?,
-            access_log: c.access_log_enabled(),
-            root_path: c.root_path.clone().into_boxed_str(),
+            access_log: (c.access_log_enabled() && access_log)
+                .then(|| crate::access_log::AccessLog::new(&c.logging, &c.root_path, python_access))
+                .transpose()
+                .map_err(runtime_error)?,
             keep_alive: std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             header_timeout: std::time::Duration::from_secs_f64(c.timeout_request_header),
             body_timeout: std::time::Duration::from_secs_f64(c.timeout_request_body),

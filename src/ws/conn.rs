@@ -14,6 +14,7 @@ use crate::conn_shared::{ConnShared, WsSettings};
 use crate::http1::close::{linger_close, reject_and_close};
 use crate::http1::encode::{self, BodyFraming, RequestFacts};
 use crate::http1::parse;
+use crate::proxy::Client;
 use bytes::{Buf, BufMut, BytesMut};
 use http::{Method, StatusCode, Version};
 use std::sync::Arc;
@@ -47,7 +48,9 @@ pub async fn serve<S>(
     let target = String::from_utf8_lossy(&head.target).into_owned();
     let mut headers = head.headers;
     let forwarded = shared.proxy.resolve(&conn, &mut headers);
-    let client = crate::proxy::log_client(forwarded.as_deref(), &conn)
+    let peer = crate::proxy::client(forwarded.as_deref(), &conn);
+    let client = peer
+        .as_ref()
         .map_or_else(|| "-".to_string(), |c| c.to_string());
     shared.bridge.push(Event::Request(Box::new(RequestHead {
         method: head.method,
@@ -68,12 +71,12 @@ pub async fn serve<S>(
     };
     match decision {
         Decision::Deny => {
-            access(&shared, &client, &target, "403");
+            access(&shared, peer.as_ref(), &target, "403");
             reject_and_close(io, StatusCode::FORBIDDEN, &shared).await;
             session.finish();
         }
         Decision::Respond(response) => {
-            access(&shared, &client, &target, response.status.as_str());
+            access(&shared, peer.as_ref(), &target, response.status.as_str());
             respond(&mut io, &session, response, &shared).await;
             session.finish();
             linger_close(io).await;
@@ -82,7 +85,7 @@ pub async fn serve<S>(
             subprotocol,
             headers,
         } => {
-            access(&shared, &client, &target, "[accepted]");
+            access(&shared, peer.as_ref(), &target, "[accepted]");
             let negotiated = settings
                 .per_message_deflate
                 .then(|| deflate::negotiate(&upgrade.extensions))
@@ -118,11 +121,9 @@ pub async fn serve<S>(
     }
 }
 
-fn access(shared: &ConnShared, client: &str, target: &str, outcome: &str) {
-    if shared.access_log {
-        crate::log::access(&format!(
-            "INFO:     {client} - \"WebSocket {target}\" {outcome}\n"
-        ));
+fn access(shared: &ConnShared, client: Option<&Client>, target: &str, outcome: &str) {
+    if let Some(log) = &shared.access_log {
+        log.websocket(client, target.as_bytes(), outcome);
     }
 }
 
