@@ -120,7 +120,7 @@ def test_keywords_become_the_command_line():
     "options, error, message",
     [
         ({"prot": 8000}, TypeError, "ferrocorn has no option 'prot'; did you mean 'port'?"),
-        ({"log_config": "x.ini"}, TypeError, "ferrocorn has no option 'log_config' (a uvicorn"),
+        ({"timeout_notify": 5}, TypeError, "ferrocorn has no option 'timeout_notify' (a uvicorn"),
         ({"reload_dirs": 3}, TypeError, "reload_dirs must be a string or a list of strings, not 3"),
         ({"port": "8000"}, TypeError, "port must be an integer, not '8000'"),
         ({"workers": True}, TypeError, "workers must be an integer, not True"),
