@@ -314,6 +314,10 @@ pub struct Config {
     /// its plain-python contract report into this directory once lifespan startup is done.
     #[arg(long, hide = true)]
     pub check_report: Option<String>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub interface: crate::wsgi::options::InterfaceOptions,
 }
 
 impl Config {

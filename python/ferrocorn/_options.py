@@ -95,6 +95,9 @@ OPTIONS: dict[str, Option] = {
         Option("ssl_ca_certs", VALUE, PATH),
         Option("ssl_cert_reqs", VALUE, int, 0),
         Option("ssl_min_version", VALUE, str, "1.2", ("1.2", "1.3")),
+        Option("interface", VALUE, str, "auto", ("auto", "asgi3", "asgi2", "wsgi")),
+        Option("threads", VALUE, int, 8),
+        Option("timeout_write", VALUE, NUMBER, 30.0),
     ]
 }
 
@@ -114,7 +117,6 @@ UVICORN_ONLY = {
     "env_file",
     "log_config",
     "use_colors",
-    "interface",
     "proxy_headers",
     "forwarded_allow_ips",
     "headers",

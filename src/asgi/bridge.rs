@@ -17,8 +17,15 @@ use crate::asgi::exchange::RequestHead;
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Notify;
+
+/// Where new http requests go instead of the event loop: a WSGI worker's thread pool.
+/// Its threads wait on each exchange's condition variable (`Exchange::wait`) rather
+/// than on futures completed by the loop.
+pub trait RequestSink: Send + Sync {
+    fn push(&self, head: Box<RequestHead>);
+}
 
 /// A deferred batch this long is handed over at once.
 const FLUSH_AT: usize = 64;
@@ -49,6 +56,8 @@ pub struct Bridge {
     deferred: AtomicBool,
     flusher: Notify,
     eventfd: OwnedFd,
+    /// Set once in a WSGI worker, before serving starts.
+    sink: OnceLock<Arc<dyn RequestSink>>,
 }
 
 impl Bridge {
@@ -63,6 +72,7 @@ impl Bridge {
             deferred: AtomicBool::new(false),
             flusher: Notify::new(),
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            sink: OnceLock::new(),
         })
     }
 
@@ -75,7 +85,22 @@ impl Bridge {
         DEFER_NOTIFY.with(|d| d.set(true));
     }
 
+    /// Send http requests to `sink` (a WSGI thread pool) from now on; the loop still
+    /// gets the control events (stop, drained).
+    pub fn set_request_sink(&self, sink: Arc<dyn RequestSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Requests are served by threads that block on their exchange (WSGI).
+    pub fn blocking_requests(&self) -> bool {
+        self.sink.get().is_some()
+    }
+
     pub fn push(&self, event: Event) {
+        let event = match (event, self.sink.get()) {
+            (Event::Request(head), Some(sink)) => return sink.push(head),
+            (event, _) => event,
+        };
         let queued = {
             let mut queue = self.queue.lock().unwrap();
             queue.push(event);

@@ -1,0 +1,202 @@
+//! The per-worker queue of requests and the threads' loop over it.
+
+use super::environ::EnvironBuilder;
+use super::input::Input;
+use super::response::{FileWrapper, Response, StartResponse};
+use crate::asgi::bridge::RequestSink;
+use crate::asgi::exchange::{RequestHead, Session};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Requests waiting for a thread. Its length is bounded by --limit-concurrency (the
+/// in-flight count includes queued requests, so the connection answers 503 beyond it)
+/// and otherwise by --worker-connections and HTTP/2's stream limit.
+#[derive(Default)]
+pub struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    heads: VecDeque<Box<RequestHead>>,
+    closed: bool,
+}
+
+impl RequestSink for Queue {
+    fn push(&self, head: Box<RequestHead>) {
+        self.state.lock().unwrap().heads.push_back(head);
+        self.ready.notify_one();
+    }
+}
+
+impl Queue {
+    /// Blocks (the caller released the GIL) until a request comes; None once closed.
+    fn pop(&self) -> Option<Box<RequestHead>> {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if let Some(head) = st.heads.pop_front() {
+                return Some(head);
+            }
+            if st.closed {
+                return None;
+            }
+            st = self.ready.wait(st).unwrap();
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// When each thread's current request last made progress, for hung-request detection:
+/// milliseconds since `epoch`, 0 while the thread is idle.
+pub struct Progress {
+    epoch: Instant,
+    slots: Box<[AtomicU64]>,
+}
+
+impl Progress {
+    fn new(threads: usize) -> Self {
+        Progress {
+            epoch: Instant::now(),
+            slots: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    pub fn touch(&self, slot: usize) {
+        if let Some(s) = self.slots.get(slot) {
+            s.store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    fn idle(&self, slot: usize) {
+        if let Some(s) = self.slots.get(slot) {
+            s.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the most stuck busy thread has made no progress.
+    pub fn longest_stall(&self) -> Duration {
+        let now = self.now();
+        let oldest = self
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .min();
+        Duration::from_millis(oldest.map_or(0, |t| now.saturating_sub(t)))
+    }
+}
+
+/// What the threads share: the app, the queue, the environ template.
+#[pyclass(frozen, module = "ferrocorn._ferrocorn")]
+pub struct WsgiPool {
+    pub queue: Arc<Queue>,
+    app: PyObject,
+    environ: EnvironBuilder,
+    pub progress: Arc<Progress>,
+    write_timeout: Duration,
+}
+
+impl WsgiPool {
+    pub fn new(
+        py: Python<'_>,
+        app: PyObject,
+        threads: usize,
+        multiprocess: bool,
+        root_path: &str,
+        tls: bool,
+        write_timeout: Duration,
+    ) -> PyResult<Self> {
+        Ok(WsgiPool {
+            queue: Arc::new(Queue::default()),
+            app,
+            environ: EnvironBuilder::new(py, root_path, tls, threads > 1, multiprocess)?,
+            progress: Arc::new(Progress::new(threads)),
+            write_timeout,
+        })
+    }
+
+    fn serve_one(&self, py: Python<'_>, head: Box<RequestHead>, slot: usize) {
+        let Session::Http(ex) = &head.session else {
+            return; // WebSockets are off in a WSGI worker.
+        };
+        if ex.state().disconnected {
+            return; // The client left while the request waited in the queue.
+        }
+        let response = Arc::new(Response::new(
+            ex.clone(),
+            self.write_timeout,
+            self.progress.clone(),
+            slot,
+        ));
+        let outcome = (|| -> PyResult<()> {
+            let input = Py::new(py, Input::new(ex.clone(), self.progress.clone(), slot))?;
+            let environ = self.environ.build(py, &head, input.into_any())?;
+            let start_response = Py::new(py, StartResponse::new(response.clone()))?;
+            let iterable = self.app.call1(py, (environ, start_response))?;
+            response.send_iterable(py, iterable.bind(py))
+        })();
+        if let Err(e) = outcome {
+            if e.is_instance_of::<crate::asgi::http::ClientDisconnected>(py) {
+                crate::debug!("WSGI response ended early: the client left");
+            } else {
+                log_exception(py, &e);
+            }
+            response.fail();
+        } else {
+            response.finish();
+        }
+    }
+}
+
+fn log_exception(py: Python<'_>, e: &PyErr) {
+    let text = (|| -> PyResult<String> {
+        let tb = py.import("traceback")?.call_method1(
+            "format_exception",
+            (e.get_type(py), e.value(py), e.traceback(py)),
+        )?;
+        PyString::new(py, "").call_method1("join", (tb,))?.extract()
+    })()
+    .unwrap_or_else(|_| e.to_string());
+    crate::error!("Exception in WSGI application\n{}", text.trim_end());
+}
+
+#[pymethods]
+impl WsgiPool {
+    /// A pool thread's life: serve requests until the pool closes. `slot` numbers the
+    /// thread (0..threads) for hung-request detection.
+    fn run(&self, py: Python<'_>, slot: usize) {
+        loop {
+            let queue = self.queue.clone();
+            let Some(head) = py.allow_threads(move || queue.pop()) else {
+                return;
+            };
+            self.progress.touch(slot);
+            self.serve_one(py, head, slot);
+            self.progress.idle(slot);
+        }
+    }
+
+    /// Let the threads go once the queue is empty (the worker is stopping).
+    fn close(&self) {
+        self.queue.close();
+    }
+
+    /// `wsgi.file_wrapper`, for tests and for apps that look it up here.
+    #[getter]
+    fn file_wrapper<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyType> {
+        py.get_type::<FileWrapper>()
+    }
+}
