@@ -151,3 +151,24 @@ class ASGI2:
 
 def ambiguous(*args):
     return None
+
+
+_served = [0]
+
+
+def _hostile(environ, start_response):
+    """The hostile-request table's app (tests/test_hostile.py): /count says how many
+    requests ran, anything else reads the whole body."""
+    _served[0] += 1
+    if environ["PATH_INFO"] == "/count":
+        body = str(_served[0]).encode()
+    else:
+        stream = environ["wsgi.input"]
+        body = b""
+        while piece := stream.read(65536):
+            body += piece
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+hostile = validator(_hostile)
