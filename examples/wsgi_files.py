@@ -1,17 +1,24 @@
-"""A WSGI file download for the benchmark: `GET /10m` sends the 10 MiB file in
-$FERROCORN_BENCH_FILES through `wsgi.file_wrapper`, which ferrocorn (and granian,
-gunicorn) send with sendfile(2) when they can."""
+"""A WSGI file download for the benchmark: `GET /10m` sends a 10 MiB file through
+`wsgi.file_wrapper`, which ferrocorn (and granian, gunicorn) send with sendfile(2)
+when they can. The file (a repeating 0..255 pattern, so the benchmark can check the
+answer) is made in $FERROCORN_BENCH_FILES at import when missing."""
 
 import os
+import tempfile
 
-DIR = os.environ.get("FERROCORN_BENCH_FILES", "/tmp/ferrocorn-bench-files")
+DIR = os.environ.get("FERROCORN_BENCH_FILES", tempfile.gettempdir())
+PATH = os.path.join(DIR, "ferrocorn-wsgi-10m.bin")
+SIZE = 10 << 20
+
+if not os.path.exists(PATH) or os.path.getsize(PATH) != SIZE:
+    with open(PATH + ".tmp", "wb") as out:
+        out.write(bytes(range(256)) * (SIZE // 256))
+    os.replace(PATH + ".tmp", PATH)
 
 
 def app(environ, start_response):
-    path = os.path.join(DIR, "10m.bin")
-    f = open(path, "rb")  # noqa: SIM115 (closed by the server through the wrapper)
-    size = os.fstat(f.fileno()).st_size
+    f = open(PATH, "rb")  # noqa: SIM115 (closed by the server through the wrapper)
     start_response(
-        "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))]
+        "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(SIZE))]
     )
     return environ["wsgi.file_wrapper"](f, 65536)
