@@ -13,7 +13,6 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -328,7 +327,10 @@ def test_falcon():
 
 def test_interface_auto_serves_wsgi_and_asgi2_and_explicit_asgi2():
     with Server("wsgi_apps:hello") as s:
-        assert httpx.get(s.url + "/").text == "Hello, world!"
+        for _ in range(20):
+            r = httpx.get(s.url + "/")
+            # A list body is handed over whole: always a Content-Length, never chunked.
+            assert r.text == "Hello, world!" and r.headers["content-length"] == "13"
     # Framework app objects, unwrapped (wsgiref's validator takes *args: see below).
     with Server("wsgi_flask:flask_app") as s:
         assert httpx.get(s.url + "/").text == "Hello from Flask"
@@ -355,4 +357,29 @@ def test_threads_are_plain_python_threads():
         assert all(blocked == [] for blocked in masks.values()), masks
 
 
-_ = (threading, Path)
+def test_access_log_and_graceful_stop_finishes_running_requests():
+    with Server(APP, *WSGI) as s:
+        results = []
+        slow = threading.Thread(
+            target=lambda: results.append(httpx.get(s.url + "/sleep?1", timeout=30))
+        )
+        slow.start()
+        time.sleep(0.3)
+        os.kill(s.pid, 15)  # SIGTERM to the master: graceful
+        slow.join(30)
+        assert results and results[0].status_code == 200
+        assert s.wait(20) == 0
+        assert '"GET /sleep?1 HTTP/1.1" 200' in s.stdout_text()
+        assert "Finished worker process" in s.stderr_text()
+
+
+def test_expect_100_continue_is_answered_when_the_app_reads(server):
+    with server.connect() as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        reply = raw_exchange(sock, b"hello")
+    # (Chunked or not: the validator hands the body over as an iterator.)
+    assert reply.startswith(b"HTTP/1.1 200") and b"hello" in reply and reply.endswith(b"<EOF>")

@@ -139,6 +139,47 @@ impl Response {
         Ok(())
     }
 
+    /// A whole response body known at once (a list or tuple): the head, the chunks and
+    /// the end handed over under one lock, so the connection always sees the length
+    /// and sends Content-Length. False (nothing done) when it is too big to queue.
+    fn push_whole(&self, chunks: &[Bytes]) -> PyResult<bool> {
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        if total > self.ex.water.high {
+            return Ok(false);
+        }
+        let pending = {
+            let mut head = self.state.lock().unwrap();
+            if !head.committed && head.pending.is_none() {
+                return Err(PyAssertionError::new_err(
+                    "the application returned without calling start_response()",
+                ));
+            }
+            head.committed = true;
+            head.pending.take()
+        };
+        let mut st = self.ex.state();
+        if let Some(pending) = pending {
+            st.started = true;
+            st.head = Some(pending);
+        }
+        if st.disconnected || st.aborted {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        if !st.response_done {
+            for data in chunks.iter().filter(|d| !d.is_empty()) {
+                st.queued_bytes += data.len();
+                st.chunks.push_back(data.clone());
+            }
+        }
+        st.body_seen = true;
+        st.body_done = true;
+        st.complete = true;
+        drop(st);
+        self.ex.wake_io();
+        self.progress.touch(self.slot);
+        Ok(true)
+    }
+
     /// Wait, GIL released, until the socket took the queue down to the low-water
     /// mark; a client that takes nothing for --timeout-write is given up on.
     fn wait_for_room(&self, py: Python<'_>) -> PyResult<()> {
@@ -196,15 +237,19 @@ impl Response {
                 return Ok(());
             }
         }
-        if let Ok(list) = iterable.downcast::<PyList>() {
-            for item in list.iter() {
-                self.push(py, chunk(item)?, false)?;
+        let whole = if let Ok(list) = iterable.downcast::<PyList>() {
+            Some(list.iter().map(chunk).collect::<PyResult<Vec<_>>>()?)
+        } else if let Ok(tuple) = iterable.downcast::<PyTuple>() {
+            Some(tuple.iter().map(chunk).collect::<PyResult<Vec<_>>>()?)
+        } else {
+            None
+        };
+        if let Some(chunks) = whole {
+            if self.push_whole(&chunks)? {
+                return Ok(());
             }
-            return Ok(());
-        }
-        if let Ok(tuple) = iterable.downcast::<PyTuple>() {
-            for item in tuple.iter() {
-                self.push(py, chunk(item)?, false)?;
+            for data in chunks {
+                self.push(py, data, false)?;
             }
             return Ok(());
         }
@@ -263,6 +308,9 @@ impl Response {
 
     /// The app returned and its iterable is done: end the response.
     pub fn finish(&self) {
+        if self.ex.state().complete {
+            return; // push_whole ended it
+        }
         if let Err(e) = self.commit() {
             crate::error!("WSGI application error: {e}");
             return self.fail();
