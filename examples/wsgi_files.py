@@ -1,10 +1,12 @@
 """A WSGI file download for the benchmark: `GET /10m` sends a 10 MiB file through
 `wsgi.file_wrapper`, which ferrocorn (and granian, gunicorn) send with sendfile(2)
-when they can. The file (a repeating 0..255 pattern, so the benchmark can check the
+when they can; a server without `wsgi.file_wrapper` (granian 2.8) gets wsgiref's, which
+the server iterates in 64 KiB blocks. The file (a repeating 0..255 pattern, so the benchmark can check the
 answer) is made in $FERROCORN_BENCH_FILES at import when missing."""
 
 import os
 import tempfile
+from wsgiref.util import FileWrapper
 
 DIR = os.environ.get("FERROCORN_BENCH_FILES", tempfile.gettempdir())
 PATH = os.path.join(DIR, "ferrocorn-wsgi-10m.bin")
@@ -21,4 +23,4 @@ def app(environ, start_response):
     start_response(
         "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(SIZE))]
     )
-    return environ["wsgi.file_wrapper"](f, 65536)
+    return environ.get("wsgi.file_wrapper", FileWrapper)(f, 65536)

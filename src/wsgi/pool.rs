@@ -25,12 +25,20 @@ pub struct Queue {
 struct QueueState {
     heads: VecDeque<Box<RequestHead>>,
     closed: bool,
+    /// Threads asleep in `pop`. A notify costs a futex syscall even with nobody to
+    /// wake, and under load every thread is busy and takes the next request itself.
+    sleeping: usize,
 }
 
 impl RequestSink for Queue {
     fn push(&self, head: Box<RequestHead>) {
-        self.state.lock().unwrap().heads.push_back(head);
-        self.ready.notify_one();
+        let mut st = self.state.lock().unwrap();
+        st.heads.push_back(head);
+        let wake = st.sleeping > 0;
+        drop(st);
+        if wake {
+            self.ready.notify_one();
+        }
     }
 }
 
@@ -45,7 +53,9 @@ impl Queue {
             if st.closed {
                 return None;
             }
+            st.sleeping += 1;
             st = self.ready.wait(st).unwrap();
+            st.sleeping -= 1;
         }
     }
 
