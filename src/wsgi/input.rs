@@ -58,6 +58,9 @@ impl Input {
             st.body.is_empty() && !st.body_end && !st.disconnected
         };
         if must_wait {
+            // Waiting on the client is not the app hanging: the connection's body
+            // timeout bounds it, not --timeout.
+            self.progress.idle(self.slot);
             let ex = self.ex.clone();
             py.allow_threads(move || {
                 let mut st = ex.state();
@@ -69,6 +72,7 @@ impl Input {
                 }
                 st.rx_waiting = false;
             });
+            self.progress.touch(self.slot);
         }
         let mut st = self.ex.state();
         if !st.body.is_empty() {

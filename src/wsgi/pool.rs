@@ -95,7 +95,7 @@ impl Progress {
         }
     }
 
-    fn idle(&self, slot: usize) {
+    pub fn idle(&self, slot: usize) {
         if let Some(s) = self.slots.get(slot) {
             s.store(0, Ordering::Relaxed);
         }

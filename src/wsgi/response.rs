@@ -185,8 +185,9 @@ impl Response {
     fn wait_for_room(&self, py: Python<'_>) -> PyResult<()> {
         let ex = self.ex.clone();
         let timeout = self.write_timeout;
-        let progress = self.progress.clone();
-        let slot = self.slot;
+        let (progress, slot) = (self.progress.clone(), self.slot);
+        // Waiting on the client is not the app hanging: --timeout-write bounds it.
+        self.progress.idle(self.slot);
         let outcome = py.allow_threads(move || {
             let mut st = ex.state();
             let mut deadline = Instant::now() + timeout;
@@ -201,7 +202,6 @@ impl Response {
                 if st.queued_bytes < queued {
                     queued = st.queued_bytes;
                     deadline = Instant::now() + timeout;
-                    progress.touch(slot);
                 }
                 let now = Instant::now();
                 if now >= deadline {
@@ -217,6 +217,7 @@ impl Response {
                 st = ex.wait(st, WAIT_SLICE.min(deadline - now));
             }
         });
+        progress.touch(slot);
         outcome.map_err(|()| ClientDisconnected::new_err("client disconnected"))
     }
 
