@@ -25,6 +25,13 @@ use tokio::sync::Notify;
 /// than on futures completed by the loop.
 pub trait RequestSink: Send + Sync {
     fn push(&self, head: Box<RequestHead>);
+
+    /// A task the sink needs on the I/O thread for the life of the server.
+    fn io_task(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> {
+        None
+    }
 }
 
 /// A deferred batch this long is handed over at once.
@@ -117,9 +124,17 @@ impl Bridge {
 
     /// The I/O thread's task that hands deferred events over (see the module doc).
     pub async fn run_flusher(&self) {
-        loop {
-            self.flusher.notified().await;
-            self.flush();
+        let flusher = async {
+            loop {
+                self.flusher.notified().await;
+                self.flush();
+            }
+        };
+        match self.sink.get().and_then(|sink| sink.io_task()) {
+            Some(sink_task) => {
+                tokio::join!(flusher, sink_task);
+            }
+            None => flusher.await,
         }
     }
 
