@@ -1,7 +1,7 @@
 """A WSGI file download for the benchmark: `GET /10m` sends a 10 MiB file through
-`wsgi.file_wrapper`, which ferrocorn (and granian, gunicorn) send with sendfile(2)
-when they can; a server without `wsgi.file_wrapper` (granian 2.8) gets wsgiref's, which
-the server iterates in 64 KiB blocks. The file (a repeating 0..255 pattern, so the benchmark can check the
+`wsgi.file_wrapper`, which ferrocorn and gunicorn send with sendfile(2) when they can;
+a server without `wsgi.file_wrapper` (granian 2.8) gets wsgiref's, which it iterates
+in 64 KiB blocks. The file (a repeating 0..255 pattern, so the benchmark can check the
 answer) is made in $FERROCORN_BENCH_FILES at import when missing."""
 
 import os

@@ -215,6 +215,22 @@ def test_saturated_pool_answers_503_beyond_limit_concurrency_and_loses_nothing_b
         assert codes.count(200) == 4 and codes.count(503) == 3, codes
 
 
+def test_requests_that_wait_get_more_threads():
+    """A thread that only computes keeps serving the queue alone; requests that wait
+    (here: sleep) make the pool wake its other threads, so 8 sleeps of 0.5 s on 8
+    threads overlap instead of queueing behind one another."""
+    with Server(APP, *WSGI, "--threads", "8") as s:
+
+        def get(_):
+            return httpx.get(s.url + "/sleep?0.5", timeout=30).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            started = time.monotonic()
+            assert list(pool.map(get, range(8))) == [200] * 8
+            elapsed = time.monotonic() - started
+        assert elapsed < 2.0, elapsed  # one after the other would take 4 s
+
+
 def test_slow_reader_is_given_up_after_timeout_write():
     with Server(APP, *WSGI, "--timeout-write", "1") as s:
         sock = s.connect()
