@@ -399,3 +399,28 @@ def test_expect_100_continue_is_answered_when_the_app_reads(server):
         reply = raw_exchange(sock, b"hello")
     # (Chunked or not: the validator hands the body over as an iterator.)
     assert reply.startswith(b"HTTP/1.1 200") and b"hello" in reply and reply.endswith(b"<EOF>")
+
+
+def test_ferrocorn_check_probes_a_wsgi_app():
+    from tests.test_check import check
+
+    out = check("wsgi_apps:hello", "--interface", "wsgi", "--workers", "2", "--path", "/")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "signal_mask       empty" in out.stdout and "GET /             200" in out.stdout
+
+
+def test_http10_streamed_response_is_not_chunked(server):
+    """An HTTP/1.0 client can't read chunks: a streamed body ends with the connection."""
+    with server.connect() as sock:
+        reply = raw_exchange(sock, b"GET /slow-stream HTTP/1.0\r\n\r\n", wait=3)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+    assert body == b"x" * 1024 * 200 + b"<EOF>"
+
+
+def test_max_requests_recycles_a_wsgi_worker():
+    with Server("wsgi_apps:hello", "--max-requests", "5") as s:
+        first = s.wait_for_workers(1)
+        for _ in range(12):
+            assert httpx.get(s.url + "/").status_code == 200
+        s.wait_for_workers(1, exclude=first)
