@@ -79,10 +79,13 @@ impl Input {
             for chunk in st.body.drain(..) {
                 self.buf.extend_from_slice(&chunk);
             }
-            // The connection reads ahead only while the app wants more: say so.
+            // The read-ahead has room again: let the connection read on.
             st.body_wanted = false;
+            let more = !st.body_end;
             drop(st);
-            self.ex.wake_io();
+            if more {
+                self.ex.wake_io();
+            }
             self.progress.touch(self.slot);
             return Ok(true);
         }
