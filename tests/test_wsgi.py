@@ -424,3 +424,18 @@ def test_max_requests_recycles_a_wsgi_worker():
         for _ in range(12):
             assert httpx.get(s.url + "/").status_code == 200
         s.wait_for_workers(1, exclude=first)
+
+
+def test_a_request_running_past_the_graceful_timeout_does_not_hold_the_stop():
+    with Server(APP, *WSGI, "--timeout-graceful-shutdown", "1") as s:
+        slow = threading.Thread(
+            target=lambda: pytest.raises(httpx.HTTPError, httpx.get, s.url + "/sleep?4", timeout=30)
+        )
+        slow.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        os.kill(s.pid, 15)
+        assert s.wait(20) == 0
+        assert time.monotonic() - started < 4
+        slow.join(10)
+        assert "graceful shutdown timeout" in s.stderr_text()

@@ -112,6 +112,13 @@ class Worker:
         _wsgi.stop_threads(pool, threads)
         loop.remove_reader(fd)
         self.log("info", f"Finished worker process [{pid}]")
+        if any(thread.is_alive() for thread in threads):
+            # A request still runs (past the graceful timeout). Interpreter shutdown
+            # would end its thread when it next takes the GIL, unwinding through the
+            # server's native frames: leave now instead, as the master would kill us.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         return 0
 
     async def main(self, app: Any) -> int:
