@@ -54,6 +54,9 @@ pub struct ConnInfo {
     pub tls: Option<crate::tls::TlsInfo>,
     /// The `tls` extension dict, made once per connection on the Python thread.
     pub py_tls: OnceLock<Py<PyAny>>,
+    /// WSGI: the connection's environ values (REMOTE_ADDR, REMOTE_PORT, SERVER_NAME,
+    /// SERVER_PORT), made once per connection.
+    pub py_wsgi_addrs: OnceLock<Py<PyAny>>,
 }
 
 impl ConnInfo {
@@ -70,6 +73,7 @@ impl ConnInfo {
             unix_path: None,
             tls,
             py_tls: OnceLock::new(),
+            py_wsgi_addrs: OnceLock::new(),
         }
     }
 }

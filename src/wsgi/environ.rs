@@ -87,23 +87,15 @@ impl EnvironBuilder {
         env.set_item(intern!(py, "QUERY_STRING"), latin1(query.unwrap_or(b"")))?;
         env.set_item(intern!(py, "RAW_URI"), latin1(&head.target))?;
 
-        let conn = &head.conn;
-        match conn.server {
-            Some(addr) => {
-                env.set_item(intern!(py, "SERVER_NAME"), addr.ip().to_string())?;
-                env.set_item(intern!(py, "SERVER_PORT"), addr.port().to_string())?;
-            }
+        let addrs = match head.conn.py_wsgi_addrs.get() {
+            Some(addrs) => addrs.bind(py).clone(),
             None => {
-                // A Unix socket: no address of our own.
-                env.set_item(intern!(py, "SERVER_NAME"), "localhost")?;
-                let port = if conn.tls.is_some() { "443" } else { "80" };
-                env.set_item(intern!(py, "SERVER_PORT"), port)?;
+                let addrs = connection_values(py, &head.conn)?.into_any();
+                let _ = head.conn.py_wsgi_addrs.set(addrs.clone().unbind());
+                addrs
             }
-        }
-        if let Some(client) = conn.client {
-            env.set_item(intern!(py, "REMOTE_ADDR"), client.ip().to_string())?;
-            env.set_item(intern!(py, "REMOTE_PORT"), client.port().to_string())?;
-        }
+        };
+        env.update(addrs.downcast::<PyDict>()?.as_mapping())?;
 
         let mut keys = self.header_keys.lock().unwrap();
         for (name, value) in &head.headers {
@@ -132,6 +124,30 @@ impl EnvironBuilder {
         env.set_item(intern!(py, "wsgi.input"), input)?;
         Ok(env)
     }
+}
+
+/// The environ values that are the same for every request of a connection.
+fn connection_values<'py>(
+    py: Python<'py>,
+    conn: &crate::asgi::exchange::ConnInfo,
+) -> PyResult<Bound<'py, PyDict>> {
+    let values = PyDict::new(py);
+    match conn.server {
+        Some(addr) => {
+            values.set_item("SERVER_NAME", addr.ip().to_string())?;
+            values.set_item("SERVER_PORT", addr.port().to_string())?;
+        }
+        None => {
+            // A Unix socket: no address of our own.
+            values.set_item("SERVER_NAME", "localhost")?;
+            values.set_item("SERVER_PORT", if conn.tls.is_some() { "443" } else { "80" })?;
+        }
+    }
+    if let Some(client) = conn.client {
+        values.set_item("REMOTE_ADDR", client.ip().to_string())?;
+        values.set_item("REMOTE_PORT", client.port().to_string())?;
+    }
+    Ok(values)
 }
 
 fn header_key<'py>(
