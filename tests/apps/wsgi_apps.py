@@ -37,7 +37,7 @@ class Tracked:
 
 def raw_app(environ, start_response):
     path = environ["PATH_INFO"]
-    if path == "/environ":
+    if path.startswith("/environ"):
         keep = {
             k: v
             for k, v in environ.items()
