@@ -304,6 +304,11 @@ impl Response {
         if !st.response_done {
             st.file = Some(body);
         }
+        // The end in the same step: the connection sees the file's length with the head.
+        st.body_done = true;
+        st.complete = true;
+        drop(st);
+        self.ex.wake_io();
         Ok(true)
     }
 
