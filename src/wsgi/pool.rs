@@ -312,3 +312,24 @@ impl WsgiPool {
         py.get_type::<FileWrapper>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_busy_threads_count_as_stalled() {
+        let progress = Progress::new(2);
+        assert_eq!(progress.longest_stall(), Duration::ZERO);
+        progress.touch(0);
+        std::thread::sleep(Duration::from_millis(30));
+        progress.touch(1);
+        let stall = progress.longest_stall();
+        assert!(stall >= Duration::from_millis(25), "{stall:?}");
+        progress.idle(0);
+        assert!(progress.longest_stall() < Duration::from_millis(25));
+        progress.idle(1);
+        assert_eq!(progress.longest_stall(), Duration::ZERO);
+        progress.touch(7); // a slot that doesn't exist is ignored
+    }
+}
