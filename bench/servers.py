@@ -51,7 +51,16 @@ WORKLOADS = {
     "h2hello": ("examples.hello:app", "/", "h2load", None),
     "wsecho": ("examples.ws_echo:app", "/", "wsload", None),
     "hello2w": ("examples.hello:app", "/", "wrk", None),
+    # WSGI (issue #15): ferrocorn --interface wsgi, granian --interface wsgi, gunicorn gthread.
+    "wsgi-hello": ("examples.wsgi_hello:app", "/", "wrk", None),
+    "wsgi-flask": ("examples.flask_app:app", "/json", "wrk", None),
+    "wsgi-django": ("examples.django_bench:application", "/json", "wrk", None),
+    "wsgi-file": ("examples.wsgi_files:app", "/10m", "wrk", None),
 }
+WSGI_WORKLOADS = {"wsgi-hello", "wsgi-flask", "wsgi-django", "wsgi-file"}
+# Threads per worker for the WSGI servers: ferrocorn's default (docs/wsgi.md), given to
+# gunicorn's gthread worker and granian's blocking threads too, so all run alike.
+WSGI_THREADS = "8"
 # Workers per server; every workload not named here runs one. hello2w is hello world with
 # two workers, to read next to hello (the "2 workers vs 1" line of the report).
 WORKERS = {"hello2w": 2}
@@ -60,6 +69,7 @@ SERVES = {
     "h2hello": {"ferrocorn", "granian", "ceiling"},
     "hello": set(ALL_SERVERS),
     "hello2w": {"ferrocorn", "granian"},
+    **{w: {"ferrocorn", "granian", "gunicorn"} for w in WSGI_WORKLOADS},
 }
 PYTHON_SERVERS = {"ferrocorn", "granian", "uvicorn", "gunicorn"}
 
@@ -81,6 +91,10 @@ CHECKS = {
     "h2hello": Check("GET", b"", b"Hello, world!"),
     "wsecho": Check("GET", b"", b"ok"),
     "hello2w": Check("GET", b"", b"Hello, world!"),
+    "wsgi-hello": Check("GET", b"", b"Hello, world!"),
+    "wsgi-flask": Check("GET", b"", {"message": "Hello, world!", "items": [1, 2, 3]}),
+    "wsgi-django": Check("GET", b"", {"message": "Hello, world!", "items": [1, 2, 3]}),
+    "wsgi-file": Check("GET", b"", bytes(range(256)) * (10 * 4096)),
 }
 ALIASES = {"echo10k": "echo", "json": "fastapi"}
 
@@ -101,6 +115,8 @@ def server_command(server: str, app: str, port: int, workload: str = "hello") ->
     """The command line for one server: one worker (WORKERS says when more), no access log
     (but in the ACCESS_LOG_SERVERS variants), uvloop everywhere."""
     workers = str(WORKERS.get(workload, 1))
+    if workload in WSGI_WORKLOADS:
+        return wsgi_command(server, app, port, workers)
     if server == "ceiling":
         return [str(TOOLS_BIN / "ceiling"), str(port)]
     if is_ferrocorn(server):
@@ -134,6 +150,28 @@ def server_command(server: str, app: str, port: int, workload: str = "hello") ->
         return [
             str(PEERS_BIN / "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", workers,
             "-b", f"{HOST}:{port}", "--log-level", "warning", app,
+        ]  # fmt: skip
+    raise ValueError(server)
+
+
+def wsgi_command(server: str, app: str, port: int, workers: str) -> list[str]:
+    """A WSGI server: WSGI_THREADS threads per worker, no access log."""
+    if is_ferrocorn(server):
+        return [
+            FERROCORN_PYTHON, "-m", "ferrocorn", app, "--interface", "wsgi",
+            "--host", HOST, "--port", str(port), "--workers", workers,
+            "--threads", WSGI_THREADS, "--no-access-log",
+        ]  # fmt: skip
+    if server == "granian":
+        return [
+            str(PEERS_BIN / "granian"), "--interface", "wsgi",
+            "--host", HOST, "--port", str(port), "--workers", workers,
+            "--blocking-threads", WSGI_THREADS, "--log-level", "warning", app,
+        ]  # fmt: skip
+    if server == "gunicorn":
+        return [
+            str(PEERS_BIN / "gunicorn"), "-k", "gthread", "--threads", WSGI_THREADS,
+            "-w", workers, "-b", f"{HOST}:{port}", "--log-level", "warning", app,
         ]  # fmt: skip
     raise ValueError(server)
 

@@ -342,6 +342,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub reload: crate::master::reload::ReloadOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub interface: crate::wsgi::options::InterfaceOptions,
 }
 
 impl Config {

@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod tls;
 pub mod worker;
 pub mod ws;
+pub mod wsgi;
 
 use pyo3::prelude::*;
 
@@ -68,6 +69,8 @@ fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_master, m)?)?;
     m.add_class::<worker::WorkerCore>()?;
     m.add_class::<asgi::runner::RequestQueue>()?;
+    m.add_class::<wsgi::pool::WsgiPool>()?;
+    m.add_class::<wsgi::response::FileWrapper>()?;
     m.add(
         "ClientDisconnected",
         m.py().get_type::<asgi::http::ClientDisconnected>(),

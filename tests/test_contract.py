@@ -81,9 +81,19 @@ def check_one_worker(server: Server, plain: dict) -> int:
     return pid
 
 
+# The same probes from an ASGI app on the event loop, and from a WSGI app on the worker's
+# thread pool.
+INTERFACES = {
+    "asgi": ("contract_probe:app", "--lifespan", "on"),
+    "wsgi": ("contract_probe_wsgi:app", "--interface", "wsgi"),
+}
+
+
+@pytest.mark.parametrize("interface", sorted(INTERFACES))
 @pytest.mark.parametrize("workers", [1, 2])
-def test_contract_holds_in_every_worker(plain, workers):
-    with Server("contract_probe:app", "--workers", str(workers), "--lifespan", "on") as s:
+def test_contract_holds_in_every_worker(plain, workers, interface):
+    app, *args = INTERFACES[interface]
+    with Server(app, "--workers", str(workers), *args) as s:
         first = s.wait_for_workers(workers)
         seen = {check_one_worker(s, plain) for _ in range(workers * 2)}
         assert seen <= first

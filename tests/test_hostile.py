@@ -98,15 +98,23 @@ CASES = {
 SMUGGLED = b"GET /count HTTP/1.1\r\nHost: h\r\n\r\n"
 
 
-@pytest.fixture(scope="module")
-def server():
+# The same table against an ASGI app and a WSGI app: the connection's checks run before
+# either interface sees the request, and must hold for both.
+APPS = {
+    "asgi": ("basic:app",),
+    "wsgi": ("wsgi_apps:hostile", "--interface", "wsgi"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(APPS))
+def server(request):
     args = [
         "--limit-request-line", "300",
         "--limit-request-fields", "10",
         "--limit-request-field-size", "300",
         "--limit-request-body", "100",
     ]  # fmt: skip
-    with Server("basic:app", *args) as s:
+    with Server(*APPS[request.param], *args) as s:
         yield s
 
 

@@ -134,6 +134,9 @@ OPTIONS: dict[str, Option] = {
         Option("reload_includes", MULTI, PATH, flag="--reload-include"),
         Option("reload_excludes", MULTI, PATH, flag="--reload-exclude"),
         Option("reload_delay", VALUE, NUMBER, 0.25),
+        Option("interface", VALUE, str, "auto", ("auto", "asgi3", "asgi2", "wsgi")),
+        Option("threads", VALUE, int, 8),
+        Option("timeout_write", VALUE, NUMBER, 30.0),
     ]
 }
 
@@ -159,7 +162,6 @@ ALIASES = {
 
 # uvicorn options ferrocorn has no equivalent for: named in the error, not guessed at.
 UVICORN_ONLY = {
-    "interface",
     "ssl_context_factory",
     "timeout_notify",
     "callback_notify",

@@ -17,8 +17,22 @@ use crate::asgi::exchange::RequestHead;
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Notify;
+
+/// Where new http requests go instead of the event loop: a WSGI worker's thread pool.
+/// Its threads wait on each exchange's condition variable (`Exchange::wait`) rather
+/// than on futures completed by the loop.
+pub trait RequestSink: Send + Sync {
+    fn push(&self, head: Box<RequestHead>);
+
+    /// A task the sink needs on the I/O thread for the life of the server.
+    fn io_task(
+        &self,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> {
+        None
+    }
+}
 
 /// A deferred batch this long is handed over at once.
 const FLUSH_AT: usize = 64;
@@ -51,6 +65,8 @@ pub struct Bridge {
     deferred: AtomicBool,
     flusher: Notify,
     eventfd: OwnedFd,
+    /// Set once in a WSGI worker, before serving starts.
+    sink: OnceLock<Arc<dyn RequestSink>>,
 }
 
 impl Bridge {
@@ -65,6 +81,7 @@ impl Bridge {
             deferred: AtomicBool::new(false),
             flusher: Notify::new(),
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            sink: OnceLock::new(),
         })
     }
 
@@ -77,7 +94,22 @@ impl Bridge {
         DEFER_NOTIFY.with(|d| d.set(true));
     }
 
+    /// Send http requests to `sink` (a WSGI thread pool) from now on; the loop still
+    /// gets the control events (stop, drained).
+    pub fn set_request_sink(&self, sink: Arc<dyn RequestSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Requests are served by threads that block on their exchange (WSGI).
+    pub fn blocking_requests(&self) -> bool {
+        self.sink.get().is_some()
+    }
+
     pub fn push(&self, event: Event) {
+        let event = match (event, self.sink.get()) {
+            (Event::Request(head), Some(sink)) => return sink.push(head),
+            (event, _) => event,
+        };
         let queued = {
             let mut queue = self.queue.lock().unwrap();
             queue.push(event);
@@ -94,9 +126,17 @@ impl Bridge {
 
     /// The I/O thread's task that hands deferred events over (see the module doc).
     pub async fn run_flusher(&self) {
-        loop {
-            self.flusher.notified().await;
-            self.flush();
+        let flusher = async {
+            loop {
+                self.flusher.notified().await;
+                self.flush();
+            }
+        };
+        match self.sink.get().and_then(|sink| sink.io_task()) {
+            Some(sink_task) => {
+                tokio::join!(flusher, sink_task);
+            }
+            None => flusher.await,
         }
     }
 

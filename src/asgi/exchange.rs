@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
 /// Backpressure on `send()`: response bytes queued beyond `high` make it wait for the
@@ -56,6 +56,9 @@ pub struct ConnInfo {
     pub py_tls: OnceLock<Py<PyAny>>,
     /// The peer is in --forwarded-allow-ips: requests' forwarded headers are read.
     pub forwarded_trusted: bool,
+    /// WSGI: the connection's environ values (REMOTE_ADDR, REMOTE_PORT, SERVER_NAME,
+    /// SERVER_PORT), made once per connection.
+    pub py_wsgi_addrs: OnceLock<Py<PyAny>>,
 }
 
 impl ConnInfo {
@@ -73,6 +76,7 @@ impl ConnInfo {
             tls,
             py_tls: OnceLock::new(),
             forwarded_trusted: false,
+            py_wsgi_addrs: OnceLock::new(),
         }
     }
 }
@@ -215,6 +219,9 @@ pub struct PyWaiters {
 
 pub struct Exchange {
     state: Mutex<State>,
+    /// A WSGI thread blocked on this exchange (reading the body, waiting for socket
+    /// space) waits here; the I/O side notifies it instead of queueing a `Wake` event.
+    changed: Condvar,
     io_waker: AtomicWaker,
     bridge: Arc<Bridge>,
     pub waiters: Mutex<PyWaiters>,
@@ -228,6 +235,7 @@ impl Exchange {
     pub fn new(bridge: Arc<Bridge>, inflight: InflightGuard, water: Watermarks) -> Self {
         Exchange {
             state: Mutex::new(State::default()),
+            changed: Condvar::new(),
             io_waker: AtomicWaker::new(),
             bridge,
             waiters: Mutex::new(PyWaiters::default()),
@@ -241,8 +249,9 @@ impl Exchange {
         self.state.lock().unwrap()
     }
 
-    /// Wakes the connection task; called on the I/O thread by `IoWakeups::run`.
-    fn wake_io(&self) {
+    /// Wakes the connection task: on the I/O thread by `IoWakeups::run`, and straight
+    /// from WSGI threads (which have no event loop iteration to batch wakes over).
+    pub fn wake_io(&self) {
         self.io_waker.wake();
     }
 
@@ -255,8 +264,23 @@ impl Exchange {
         }
         drop(st);
         if wake {
-            self.bridge.push(Event::Wake(self.clone()));
+            if self.bridge.blocking_requests() {
+                self.changed.notify_all();
+            } else {
+                self.bridge.push(Event::Wake(self.clone()));
+            }
         }
+    }
+
+    /// WSGI thread: wait (without the GIL: the caller released it) until the I/O side
+    /// changes something, or `timeout` passes. The caller sets `rx_waiting` or
+    /// `tx_waiting` first, under the same lock, so no notification is lost.
+    pub fn wait<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        timeout: std::time::Duration,
+    ) -> MutexGuard<'a, State> {
+        self.changed.wait_timeout(st, timeout).unwrap().0
     }
 
     // ----- I/O side -------------------------------------------------------------

@@ -573,7 +573,7 @@ impl Send {
 }
 
 /// Make the not-yet-sent response a plain 500 that closes the connection.
-fn answer_500(st: &mut State) {
+pub(crate) fn answer_500(st: &mut State) {
     let mut headers = HeaderMap::new();
     headers.insert(
         CONTENT_TYPE,

@@ -52,6 +52,18 @@ impl FileBody {
         })
     }
 
+    /// A file the app already opened (WSGI's `wsgi.file_wrapper`): sent from `offset`
+    /// to its end. `file` must be a regular file.
+    pub fn from_file(file: File, offset: u64, path: &str) -> io::Result<FileBody> {
+        let size = file.metadata()?.len();
+        Ok(FileBody {
+            file: Arc::new(file),
+            offset,
+            remaining: size.saturating_sub(offset),
+            path: path.into(),
+        })
+    }
+
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }

@@ -17,6 +17,7 @@ use crate::asgi::scope::ScopeBuilder;
 use crate::config::{Config, HttpMode, LogLevel};
 use crate::conn_shared::{ConnShared, H2Settings, HeadOptions, Limits, WsSettings};
 use crate::control::{ListenerSpec, ToMaster, ToWorker};
+use crate::wsgi::pool::WsgiPool;
 use control::ControlChannel;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -34,6 +35,10 @@ pub struct WorkerCore {
     bridge: Arc<Bridge>,
     server: Option<server::ServerHandle>,
     dispatcher: Option<Dispatcher>,
+    /// WSGI: the thread pool, and the callback for stop orders (the loop gets no
+    /// requests, so it has no dispatcher).
+    wsgi: Option<Py<WsgiPool>>,
+    on_control: Option<PyObject>,
     batch: Vec<bridge::Event>,
 }
 
@@ -78,6 +83,8 @@ impl WorkerCore {
             bridge,
             server: None,
             dispatcher: None,
+            wsgi: None,
+            on_control: None,
             batch: Vec::with_capacity(256),
         })
     }
@@ -106,7 +113,21 @@ impl WorkerCore {
         });
     }
 
-    fn heartbeat(&self) {
+    /// Tell the master the worker is alive. A WSGI worker whose app has made no
+    /// progress on some request for --timeout stays silent instead, so the master
+    /// dumps its stacks (that thread's included) and replaces it, as for a stuck loop.
+    fn heartbeat(&self, py: Python<'_>) {
+        if let Some(pool) = &self.wsgi {
+            let timeout = self.config.timeout;
+            let stall = pool.get().progress.longest_stall().as_secs_f64();
+            if timeout > 0.0 && stall >= timeout {
+                if stall < timeout + 1.5 {
+                    crate::error!("A WSGI request made no progress for {stall:.0} s (--timeout)");
+                }
+                return;
+            }
+        }
+        let _ = py;
         self.control.send(&ToMaster::Heartbeat);
     }
 
@@ -173,12 +194,111 @@ impl WorkerCore {
             HttpContext::new(py, event_loop, wakeups.clone())?,
             access_logger,
         )?);
+        let shared = self.conn_shared(wakeups, true, access_log, python_access)?;
+        let handle = py
+            .allow_threads(|| server::start(&self.listeners, shared))
+            .map_err(runtime_error)?;
+        self.server = Some(handle);
+        Ok(self.bridge.fd())
+    }
+
+    /// Start serving a WSGI app: requests go to a pool of `threads` threads that the
+    /// caller starts (`threading.Thread(target=pool.run, args=(slot,))`); the loop only
+    /// gets stop orders (`on_control`). Returns the fd the loop watches, and the pool.
+    fn serve_wsgi(
+        &mut self,
+        py: Python<'_>,
+        app: PyObject,
+        on_control: PyObject,
+    ) -> PyResult<(i32, Py<WsgiPool>)> {
+        if self.server.is_some() {
+            return Err(runtime_error("already serving"));
+        }
+        let c = &self.config;
+        let pool = Py::new(
+            py,
+            WsgiPool::new(
+                py,
+                app,
+                c.interface.threads,
+                c.workers > 1,
+                &c.root_path,
+                c.tls_enabled(),
+                std::time::Duration::from_secs_f64(c.interface.timeout_write.max(0.001)),
+            )?,
+        )?;
+        self.bridge.set_request_sink(pool.get().queue.clone());
+        self.on_control = Some(on_control);
+        self.wsgi = Some(pool.clone_ref(py));
+        // The access log takes the Rust path: WSGI has no dispatcher to hand records to
+        // Python logging.
+        let shared = self.conn_shared(Arc::new(IoWakeups::default()), false, true, false)?;
+        let handle = py
+            .allow_threads(|| server::start(&self.listeners, shared))
+            .map_err(runtime_error)?;
+        self.server = Some(handle);
+        Ok((self.bridge.fd(), pool))
+    }
+
+    /// Handle every event queued by the other threads; called by the loop when the
+    /// bridge's eventfd is readable.
+    fn drain(&mut self, py: Python<'_>) {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.bridge.take(&mut batch);
+        if let Some(dispatcher) = self.dispatcher.as_mut() {
+            for event in batch.drain(..) {
+                dispatcher.handle(py, event);
+            }
+            dispatcher.end_of_batch(py);
+        } else if let Some(on_control) = &self.on_control {
+            for event in batch.drain(..) {
+                let what = match event {
+                    bridge::Event::Stop { graceful: true } => "stop",
+                    bridge::Event::Stop { graceful: false } => "quit",
+                    bridge::Event::Drained => "drained",
+                    _ => continue,
+                };
+                if let Err(e) = on_control.call1(py, (what,)) {
+                    e.print(py);
+                }
+            }
+        }
+        batch.clear();
+        self.batch = batch;
+    }
+
+    /// Stop accepting and close connections as their requests finish; a "drained"
+    /// notice follows once all are closed.
+    fn begin_shutdown(&self) {
+        if let Some(server) = &self.server {
+            server.begin_shutdown();
+        }
+    }
+
+    /// Close every open WebSocket with 1012 (service restart) now.
+    fn close_websockets(&self) {
+        if let Some(server) = &self.server {
+            server.close_websockets();
+        }
+    }
+}
+
+impl WorkerCore {
+    /// What every connection shares. `websockets`: false for WSGI, which has none.
+    /// `access_log`: lines are written at all; `python_access`: as Python log records.
+    fn conn_shared(
+        &self,
+        wakeups: Arc<IoWakeups>,
+        websockets: bool,
+        access_log: bool,
+        python_access: bool,
+    ) -> PyResult<Arc<ConnShared>> {
         let c = &self.config;
         let tls = crate::tls::server_config(c)
             .map_err(runtime_error)?
             .map(tokio_rustls::TlsAcceptor::from);
         let secs = std::time::Duration::from_secs_f64;
-        let ws = c.websockets_enabled().then(|| WsSettings {
+        let ws = (websockets && c.websockets_enabled()).then(|| WsSettings {
             max_size: c.ws_max_size,
             max_queue: c.ws_max_queue,
             ping_interval: (c.ws_ping_interval > 0.0).then(|| secs(c.ws_ping_interval)),
@@ -194,7 +314,7 @@ impl WorkerCore {
             max_header_list_size: c.http2_max_header_list_size,
             max_frame_size: c.http2_max_frame_size,
         };
-        let shared = Arc::new(ConnShared {
+        Ok(Arc::new(ConnShared {
             bridge: self.bridge.clone(),
             inflight: Arc::new(AtomicUsize::new(0)),
             limits: Limits {
@@ -227,42 +347,7 @@ impl WorkerCore {
                 std::time::Duration::from_secs_f64(c.timeout_request_header),
                 std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             ),
-        });
-        let handle = py
-            .allow_threads(|| server::start(&self.listeners, shared))
-            .map_err(runtime_error)?;
-        self.server = Some(handle);
-        Ok(self.bridge.fd())
-    }
-
-    /// Handle every event queued by the other threads; called by the loop when the
-    /// bridge's eventfd is readable.
-    fn drain(&mut self, py: Python<'_>) {
-        let mut batch = std::mem::take(&mut self.batch);
-        self.bridge.take(&mut batch);
-        if let Some(dispatcher) = self.dispatcher.as_mut() {
-            for event in batch.drain(..) {
-                dispatcher.handle(py, event);
-            }
-            dispatcher.end_of_batch(py);
-        }
-        batch.clear();
-        self.batch = batch;
-    }
-
-    /// Stop accepting and close connections as their requests finish; a "drained"
-    /// notice follows once all are closed.
-    fn begin_shutdown(&self) {
-        if let Some(server) = &self.server {
-            server.begin_shutdown();
-        }
-    }
-
-    /// Close every open WebSocket with 1012 (service restart) now.
-    fn close_websockets(&self) {
-        if let Some(server) = &self.server {
-            server.close_websockets();
-        }
+        }))
     }
 }
 
