@@ -318,6 +318,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub proxy: crate::proxy::options::ProxyOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub deploy: crate::deploy::options::DeployOptions,
 }
 
 impl Config {

@@ -4,6 +4,7 @@ pub mod asgi;
 pub mod config;
 pub mod conn_shared;
 pub mod control;
+pub mod deploy;
 pub mod http1;
 pub mod http2;
 pub mod log;

@@ -35,7 +35,8 @@ class Option:
 
 PATH = (str, os.PathLike)
 NUMBER = (int, float)
-# An address list, as a comma-separated string or a list of strings (uvicorn takes both).
+# An address (or name) list, as a comma-separated string or a list of strings (uvicorn
+# takes both).
 TRUST_LIST = (str, list, tuple)
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
 
@@ -102,6 +103,10 @@ OPTIONS: dict[str, Option] = {
         Option("forwarded_host", FLAG, bool, False),
         Option("proxy_protocol", VALUE, str, "off", ("off", "v1", "v2", "auto")),
         Option("proxy_allow_from", VALUE, TRUST_LIST, "127.0.0.1,::1"),
+        Option("shutdown_delay", VALUE, NUMBER, 0.0),
+        Option("health_path", VALUE, str),
+        Option("ready_path", VALUE, str),
+        Option("systemd_socket_name", VALUE, TRUST_LIST),
     ]
 }
 

@@ -32,6 +32,7 @@ pub struct WorkerCore {
     listeners: Vec<ListenerSpec>,
     worker_id: usize,
     bridge: Arc<Bridge>,
+    health: Arc<crate::deploy::health::Health>,
     server: Option<server::ServerHandle>,
     dispatcher: Option<Dispatcher>,
     batch: Vec<bridge::Event>,
@@ -67,7 +68,9 @@ impl WorkerCore {
         .map_err(runtime_error)?;
         let bridge = Arc::new(Bridge::new().map_err(runtime_error)?);
         let sigterm = signals::install_sigterm().map_err(runtime_error)?;
-        control::spawn_reader(reader, pending, sigterm, bridge.clone()).map_err(runtime_error)?;
+        let health = Arc::new(crate::deploy::health::Health::new(&config.deploy));
+        control::spawn_reader(reader, pending, sigterm, bridge.clone(), health.clone())
+            .map_err(runtime_error)?;
         Ok(WorkerCore {
             control: Arc::new(control),
             max_requests,
@@ -75,6 +78,7 @@ impl WorkerCore {
             listeners,
             worker_id,
             bridge,
+            health,
             server: None,
             dispatcher: None,
             batch: Vec::with_capacity(256),
@@ -93,6 +97,7 @@ impl WorkerCore {
     }
 
     fn ready(&self) {
+        self.health.set_started();
         self.control.send(&ToMaster::Ready);
     }
 
@@ -103,6 +108,7 @@ impl WorkerCore {
     }
 
     fn heartbeat(&self) {
+        self.health.beat();
         self.control.send(&ToMaster::Heartbeat);
     }
 
@@ -195,6 +201,7 @@ impl WorkerCore {
                 std::time::Duration::from_secs_f64(c.timeout_request_header),
                 std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             ),
+            health: self.health.clone(),
         });
         let handle = py
             .allow_threads(|| server::start(&self.listeners, shared))
