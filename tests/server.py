@@ -27,6 +27,7 @@ class Server:
         env: dict | None = None,
         error_log: Path | None = None,
         cmd: list[str] | None = None,
+        pass_fds: tuple[int, ...] | list[int] = (),
     ):
         # With --error-logfile the server logs there instead of stderr.
         self.error_log = error_log
@@ -40,6 +41,7 @@ class Server:
             text=True,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            pass_fds=pass_fds,
         )
         self._out: list[str] = []
         self._err: list[str] = []
