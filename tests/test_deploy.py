@@ -518,3 +518,183 @@ ADVICE = "is not longer than common balancer idle timeouts"
 def test_keep_alive_advice_behind_balancers(args, warned):
     with Server("deploy_app:app", *args) as s:
         assert s.stderr_text().count(ADVICE) == (1 if warned else 0), s.stderr_text()
+
+
+# --- docs/deployment.md: every config, run where this machine can --------------------
+
+
+def doc_files() -> dict[str, str]:
+    from tests.test_docs import ROOT, parse
+
+    blocks = parse(ROOT / "docs" / "deployment.md")
+    return {b.attrs["file"]: b.text for b in blocks if "file" in b.attrs}
+
+
+def option(args: list[str], name: str) -> str:
+    """The value of --name in a command line (`--name=V` or `--name V`)."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"{name} is not in {args}")
+
+
+def with_test_app(args: list[str]) -> list[str]:
+    """The doc's command line serving tests/apps/deploy_app.py on a free port."""
+    out = ["deploy_app:app" if a == "main:app" else a for a in args]
+    out = [re.sub(r"^--port=\d+$", "--port=0", a) for a in out]
+    if "--port" in out:
+        out[out.index("--port") + 1] = "0"
+    return out
+
+
+def unit_settings(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
+
+
+def test_doc_dockerfile_command_runs_as_pid1():
+    dockerfile = doc_files()["Dockerfile"]
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    assert entrypoint == ["ferrocorn"]  # the exec form: ferrocorn is PID 1
+    assert re.search(r"^USER app$", dockerfile, re.M)  # not root
+    args = with_test_app(cmd)
+    if not unshare_works():
+        pytest.skip("no pid namespace here: unshare --pid --fork is not permitted")
+    server = Server(
+        "",
+        cmd=[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            sys.executable,
+            "-m",
+            "ferrocorn",
+            *args,
+        ],
+    )
+    with server as s:
+        s.wait_for_log("Running as PID 1")
+        url = f"http://127.0.0.1:{s.port}"
+        assert get(url, option(cmd, "--health-path")).status_code == 200
+        assert get(url, option(cmd, "--ready-path")).status_code == 200
+        assert get(url, "/orphan").text == "started"
+        os.kill(namespace_master(s), signal.SIGTERM)  # docker stop
+        assert s.wait(20) == 0
+
+
+def test_doc_kubernetes_deployment_stops_within_its_grace_period():
+    yaml = pytest.importorskip("yaml")
+    manifest = yaml.safe_load(doc_files()["deployment.yaml"])
+    pod = manifest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    delay = float(option(args, "--shutdown-delay"))
+    drain = float(option(args, "--timeout-graceful-shutdown"))
+    grace = pod["terminationGracePeriodSeconds"]
+    # The whole stop fits: the delay, the drain, the master's 5 s lifespan margin.
+    assert delay + drain + 5 <= grace
+    # The probes are the built-in ones, and nothing relies on a preStop sleep.
+    assert container["readinessProbe"]["httpGet"]["path"] == option(args, "--ready-path")
+    assert container["startupProbe"]["httpGet"]["path"] == option(args, "--ready-path")
+    assert container["livenessProbe"]["httpGet"]["path"] == option(args, "--health-path")
+    assert "lifecycle" not in container
+    # The readiness probe notices within the delay.
+    probe = container["readinessProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] < delay
+    # Behind a balancer with these args: no keep-alive advice (75 s > 60 s).
+    with Server("", cmd=[sys.executable, "-m", "ferrocorn", *with_test_app(args)]) as s:
+        url = f"http://127.0.0.1:{s.port}"
+        assert ADVICE not in s.stderr_text()
+        ready, live = option(args, "--ready-path"), option(args, "--health-path")
+        assert get(url, ready).status_code == 200
+        sent = time.monotonic()
+        s.signal(signal.SIGTERM)  # what the kubelet sends
+        s.wait_for_log("Shutting down in")
+        statuses = set()
+        while time.monotonic() - sent < delay - 1:
+            statuses.add(
+                (get(url, ready).status_code, get(url, live).status_code, get(url, "/").status_code)
+            )
+            time.sleep(0.25)
+        assert statuses == {(503, 200, 200)}
+        assert s.wait(grace) == 0
+        assert delay - 0.1 <= time.monotonic() - sent < grace
+
+
+@pytest.mark.skipif(
+    SOCKET_ACTIVATE is None,
+    reason="systemd-socket-activate is not installed (Debian package systemd; .ci/run installs it)",
+)
+def test_doc_systemd_units_under_socket_activation(tmp_path):
+    files = doc_files()
+    socket_unit = unit_settings(files["ferrocorn.socket"])
+    service = unit_settings(files["ferrocorn.service"])
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+    assert service["KillMode"] == "mixed"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    exec_start = service["ExecStart"].split()
+    assert exec_start[0].endswith("/bin/ferrocorn")
+    args = exec_start[1:]
+    drain = float(option(args, "--timeout-graceful-shutdown"))
+    assert drain + 5 < float(service["TimeoutStopSec"])
+    assert float(service["WatchdogSec"]) > 30  # above --timeout's default
+    assert option(args, "--systemd-socket-name") == socket_unit["FileDescriptorName"]
+    host, _, _ = socket_unit["ListenStream"].rpartition(":")
+    port = free_port()
+    notify = NotifyListener(str(tmp_path / "notify"))
+    cmd = [
+        SOCKET_ACTIVATE,
+        f"--listen={host}:{port}",
+        f"--fdname={socket_unit['FileDescriptorName']}",
+        f"--setenv=NOTIFY_SOCKET={notify.address}",
+        # systemd sets WATCHDOG_USEC from WatchdogSec=; a short one to see it work.
+        "--setenv=WATCHDOG_USEC=500000",
+        f"--setenv=PATH={os.environ['PATH']}",
+        sys.executable,
+        "-m",
+        "ferrocorn",
+        *with_test_app(args),
+    ]
+    s = Server("", cmd=cmd)
+    try:
+        s.wait_for_log(r"Listening on ", timeout=10)
+        assert get(f"http://{host}:{port}", "/", timeout=30).text == "hello"
+        s.start()
+        notify.wait_for(lambda n: n.states() == ["READY"])
+        ready = next(m for m in notify.all() if m.get("READY") == "1")
+        assert (
+            ready["STATUS"]
+            == f"{option(args, '--workers')} of {option(args, '--workers')} worker(s) ready"
+        )
+        notify.wait_for(lambda n: any(m.get("WATCHDOG") == "1" for m in n.all()), 5)
+        master_variables_are_hidden(s.url)
+        s.signal(signal.SIGHUP)  # ExecReload
+        notify.wait_for(lambda n: n.states() == ["READY", "RELOADING", "READY"], 60)
+        assert get(s.url, "/").text == "hello"
+    finally:
+        assert s.stop(30) == 0
+        notify.close()
+    assert notify.states() == ["READY", "RELOADING", "READY", "STOPPING"]
+
+
+def test_doc_proxies_close_idle_connections_before_ferrocorn():
+    files = doc_files()
+    args = unit_settings(files["ferrocorn.service"])["ExecStart"].split()
+    ours = float(option(args, "--timeout-keep-alive"))
+    nginx = files["nginx.conf"]
+    upstream = re.search(r"upstream ferrocorn \{(.*?)\}", nginx, re.S).group(1)
+    assert float(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1)) < ours
+    assert "proxy_http_version 1.1;" in nginx and 'proxy_set_header Connection "";' in nginx
+    yaml = pytest.importorskip("yaml")
+    traefik = yaml.safe_load(files["traefik-dynamic.yml"])["http"]
+    idle = traefik["serversTransports"]["ferrocorn"]["forwardingTimeouts"]["idleConnTimeout"]
+    assert float(idle.removesuffix("s")) < ours
+    health = traefik["services"]["web"]["loadBalancer"]["healthCheck"]["path"]
+    k8s = yaml.safe_load(files["deployment.yaml"])["spec"]["template"]["spec"]["containers"][0]
+    assert health == option(k8s["args"], "--ready-path")
+    assert float(option(k8s["args"], "--timeout-keep-alive")) == ours
+    # The ALB/nginx default (60 s) is exactly where the startup advice draws the line.
+    assert ours > 60
