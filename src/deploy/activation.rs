@@ -78,3 +78,31 @@ pub fn select(
         .filter(|s| wanted.contains(&s.name))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sockets(names: &[&str]) -> Vec<ActivatedSocket> {
+        names
+            .iter()
+            .map(|name| ActivatedSocket {
+                fd: std::fs::File::open("/dev/null").unwrap().into(),
+                name: name.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn select_by_name() {
+        let names = |v: Vec<ActivatedSocket>| v.into_iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(select(sockets(&["web", "admin"]), &[]).unwrap()),
+            ["web", "admin"]
+        );
+        let admin = select(sockets(&["web", "admin"]), &["admin".into()]).unwrap();
+        assert_eq!(names(admin), ["admin"]);
+        let err = select(sockets(&["web"]), &["api".into()]).err().unwrap();
+        assert!(err.contains("LISTEN_FDNAMES: web"), "{err}");
+    }
+}

@@ -44,3 +44,43 @@ fn trusts_beyond_loopback(list: &crate::proxy::trust::TrustList, text: &str) -> 
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn warned(args: &[&str]) -> bool {
+        let argv = [&["ferrocorn", "main:app"], args].concat();
+        keep_alive_warning(&Config::try_parse_from(argv).unwrap()).is_some()
+    }
+
+    #[test]
+    fn only_behind_a_balancer_with_a_short_keep_alive() {
+        assert!(!warned(&[]));
+        assert!(!warned(&[
+            "--forwarded-allow-ips",
+            "127.0.0.0/8,::1/128,unix:"
+        ]));
+        assert!(warned(&["--forwarded-allow-ips", "10.0.0.0/8"]));
+        assert!(warned(&["--forwarded-allow-ips", "*"]));
+        assert!(warned(&["--forwarded-allow-ips", "127.0.0.1,fd00::/8"]));
+        assert!(!warned(&[
+            "--forwarded-allow-ips",
+            "*",
+            "--no-proxy-headers"
+        ]));
+        assert!(warned(&[
+            "--forwarded-allow-ips",
+            "*",
+            "--timeout-keep-alive",
+            "60"
+        ]));
+        assert!(!warned(&[
+            "--forwarded-allow-ips",
+            "*",
+            "--timeout-keep-alive",
+            "61"
+        ]));
+    }
+}

@@ -113,9 +113,13 @@ where
             // no --max-requests count.
             let mut out = BytesMut::with_capacity(256);
             let keep = head.keep_alive && !*shutdown.borrow();
-            let keep = crate::deploy::health::write_http1(&mut out, probe, &head, keep, &shared.head);
+            let keep =
+                crate::deploy::health::write_http1(&mut out, probe, &head, keep, &shared.head);
             first = false;
-            if tokio::io::AsyncWriteExt::write_all(&mut io, &out).await.is_err() {
+            if tokio::io::AsyncWriteExt::write_all(&mut io, &out)
+                .await
+                .is_err()
+            {
                 return None;
             }
             if keep {

@@ -39,7 +39,12 @@ pub async fn serve(
     if parts.method == Method::GET || parts.method == Method::HEAD {
         let path = parts.uri.path().as_bytes();
         if let Some(probe) = shared.health.answer(path).filter(|_| body.is_end_stream()) {
-            probe_response(&mut respond, probe.status(), parts.method == Method::HEAD, &shared);
+            probe_response(
+                &mut respond,
+                probe.status(),
+                parts.method == Method::HEAD,
+                &shared,
+            );
             return;
         }
     }
@@ -165,7 +170,10 @@ fn probe_response(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     add_server_and_date(headers, shared);
     if let Ok(mut send) = respond.send_response(response, head_request) {
