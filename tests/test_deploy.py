@@ -485,6 +485,9 @@ def test_pid1_keeps_the_plain_python_contract():
                     # A worker's children stay the worker's: their exit codes are right.
                     assert client.get(f"/{probe}").json() == plain[probe], probe
         assert "Worker [" not in s.stderr_text().replace("Worker ready [", "")
+        # (`unshare` ignores TERM itself: stop the namespace's PID 1, as `docker stop`.)
+        os.kill(namespace_master(s), signal.SIGTERM)
+        assert s.wait(20) == 0
 
 
 def test_workers_that_keep_dying_stop_the_master_nonzero():
