@@ -183,20 +183,28 @@ def test_liveness_and_watchdog_follow_the_event_loop(tmp_path):
             time.sleep(1.5)
             beats = [t for t, m in notify.timed() if m.get("WATCHDOG") == "1"]
             assert len(beats) >= 3, notify.all()
-            blocker = threading.Thread(target=get, args=(s.url, "/block?seconds=8", 20))
+            blocker = threading.Thread(target=get, args=(s.url, "/block?seconds=10", 30))
             blocker.start()
             blocked_at = time.monotonic()
             seen = []
-            while time.monotonic() - blocked_at < 7.5:
+            while not seen or seen[-1] != (503, 503):
+                assert time.monotonic() - blocked_at < 9, seen
                 seen.append((get(s.url, "/healthz").status_code, get(s.url, "/readyz").status_code))
                 time.sleep(0.2)
-            # Answered by the I/O thread while the loop is stuck: first alive, then not.
+            failed_at = time.monotonic()
+            # Answered by the I/O thread while the loop is stuck: alive until 5 s after
+            # the last heartbeat (at most 1 s before the block began), then not.
             assert seen[0] == (200, 200), seen
-            assert seen[-1] == (503, 503), seen
+            assert failed_at - blocked_at >= 3.9, seen
+            # The loop is still blocked (10 s): no WATCHDOG=1 either.
+            time.sleep(1.5)
             stalled_beats = [
-                t for t, m in notify.timed() if m.get("WATCHDOG") == "1" and t > blocked_at + 6
+                t
+                for t, m in notify.timed()
+                if m.get("WATCHDOG") == "1" and failed_at + 0.1 < t < failed_at + 1.5
             ]
             assert stalled_beats == [], "WATCHDOG=1 sent while the worker's loop was blocked"
+            assert blocker.is_alive()
             blocker.join()
             deadline = time.monotonic() + 5
             while get(s.url, "/healthz").status_code != 200:
