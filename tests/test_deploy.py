@@ -347,6 +347,15 @@ def test_listen_fds_with_a_name_systemd_did_not_pass():
     assert "--systemd-socket-name api: systemd passed no socket of that name" in s.stderr_text()
 
 
+def test_an_explicit_fd_wins_over_listen_fds():
+    web, admin = listening(2)
+    admin_port = admin.getsockname()[1]
+    with activated({"web": web, "admin": admin}, "--fd", "4") as s:
+        assert s.port == admin_port
+        assert get(s.url, "/").text == "hello"
+        master_variables_are_hidden(s.url)
+
+
 def test_listen_fds_for_another_pid_are_ignored():
     # Inherited variables meant for a parent: bind --port as usual.
     s = Server("deploy_app:app", env={"LISTEN_PID": "1", "LISTEN_FDS": "1"})

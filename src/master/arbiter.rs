@@ -133,10 +133,20 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         error!("{e}");
         return EXIT_FAILURE;
     }
-    let bound = match activated.filter(|_| config.fd.is_none()) {
-        Some(sockets) => activation::select(sockets, &config.deploy.systemd_socket_names())
-            .map_err(std::io::Error::other)
-            .and_then(listeners::adopt_activated),
+    let bound = match activated {
+        Some(sockets) if config.fd.is_none() => {
+            activation::select(sockets, &config.deploy.systemd_socket_names())
+                .map_err(std::io::Error::other)
+                .and_then(listeners::adopt_activated)
+        }
+        Some(sockets) => {
+            // --fd wins, and may name one of systemd's fds: leave them all open (they
+            // are close-on-exec now, so nothing inherits the others).
+            for socket in sockets {
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(socket.fd);
+            }
+            listeners::bind(&config)
+        }
         None => listeners::bind(&config),
     };
     let mut listeners = match bound {
