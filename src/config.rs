@@ -346,6 +346,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub interface: crate::wsgi::options::InterfaceOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub deploy: crate::deploy::options::DeployOptions,
 }
 
 impl Config {

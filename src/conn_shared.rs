@@ -38,6 +38,8 @@ pub struct ConnShared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Forwarded headers and the PROXY protocol.
     pub proxy: crate::proxy::ProxySettings,
+    /// --health-path and --ready-path, answered before the app.
+    pub health: Arc<crate::deploy::health::Health>,
 }
 
 impl ConnShared {

@@ -27,6 +27,9 @@ pub enum ToWorker {
     Stop,
     /// Exit as soon as possible.
     Quit,
+    /// The master got SIGTERM and drains after --shutdown-delay: keep serving, but
+    /// fail the readiness probe from now on.
+    Leaving,
     /// Write the Python stacks of every thread to the error log (the loop is stuck).
     DumpStacks,
     /// Reopen the log files (SIGUSR1 to the master, after logrotate).

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod conn_shared;
 pub mod control;
+pub mod deploy;
 pub mod http1;
 pub mod http2;
 pub mod log;

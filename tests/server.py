@@ -27,7 +27,7 @@ class Server:
         env: dict | None = None,
         error_log: Path | None = None,
         cmd: list[str] | None = None,
-        pass_fds: tuple[int, ...] = (),
+        pass_fds: tuple[int, ...] | list[int] = (),
     ):
         # With --error-logfile the server logs there instead of stderr.
         self.error_log = error_log

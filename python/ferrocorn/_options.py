@@ -38,7 +38,8 @@ class Option:
 
 PATH = (str, os.PathLike)
 NUMBER = (int, float)
-# An address list, as a comma-separated string or a list of strings (uvicorn takes both).
+# An address (or name) list, as a comma-separated string or a list of strings (uvicorn
+# takes both).
 TRUST_LIST = (str, list, tuple)
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical")
 
@@ -137,6 +138,10 @@ OPTIONS: dict[str, Option] = {
         Option("interface", VALUE, str, "auto", ("auto", "asgi3", "asgi2", "wsgi")),
         Option("threads", VALUE, int, 8),
         Option("timeout_write", VALUE, NUMBER, 30.0),
+        Option("shutdown_delay", VALUE, NUMBER, 0.0),
+        Option("health_path", VALUE, str),
+        Option("ready_path", VALUE, str),
+        Option("systemd_socket_name", VALUE, TRUST_LIST),
     ]
 }
 

@@ -108,6 +108,26 @@ where
                 },
             ));
         }
+        if let Some(probe) = probe_of(&head, &shared) {
+            // A probe is not a request to the app: no concurrency slot, no access log,
+            // no --max-requests count.
+            let mut out = BytesMut::with_capacity(256);
+            let keep = head.keep_alive && !*shutdown.borrow();
+            let keep =
+                crate::deploy::health::write_http1(&mut out, probe, &head, keep, &shared.head);
+            first = false;
+            if tokio::io::AsyncWriteExt::write_all(&mut io, &out)
+                .await
+                .is_err()
+            {
+                return None;
+            }
+            if keep {
+                continue;
+            }
+            linger_close(io).await;
+            return None;
+        }
         if let (Framing::Length(n), Some(limit)) = (head.framing, shared.limit_request_body) {
             if n > limit {
                 crate::warn!("Request body of {n} bytes is over --limit-request-body");
@@ -200,6 +220,18 @@ async fn read_head<S: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// The probe answer when this is a bodiless GET or HEAD of --health-path or
+/// --ready-path; anything else on those paths goes to the app.
+fn probe_of(head: &parse::Head, shared: &ConnShared) -> Option<crate::deploy::health::Probe> {
+    if !shared.health.enabled()
+        || !matches!(head.framing, Framing::Empty)
+        || !(head.method == Method::GET || head.method == Method::HEAD)
+    {
+        return None;
+    }
+    shared.health.answer(&head.target)
 }
 
 /// `Upgrade: h2c` on a request without a body (RFC 7540 3.2): with a body we answer

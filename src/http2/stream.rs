@@ -36,6 +36,18 @@ pub async fn serve(
     _open: StreamGuard,
 ) {
     let (parts, body) = request.into_parts();
+    if parts.method == Method::GET || parts.method == Method::HEAD {
+        let path = parts.uri.path().as_bytes();
+        if let Some(probe) = shared.health.answer(path).filter(|_| body.is_end_stream()) {
+            probe_response(
+                &mut respond,
+                probe.status(),
+                parts.method == Method::HEAD,
+                &shared,
+            );
+            return;
+        }
+    }
     let Some(guard) = shared.admit() else {
         error_response(&mut respond, StatusCode::SERVICE_UNAVAILABLE, &shared);
         return;
@@ -141,6 +153,34 @@ fn error_response(respond: &mut SendResponse<Bytes>, status: StatusCode, shared:
     add_server_and_date(headers, shared);
     if let Ok(mut send) = respond.send_response(response, false) {
         let _ = send.send_data(Bytes::from_static(body.as_bytes()), true);
+    }
+}
+
+/// A --health-path / --ready-path answer; the app is not called.
+fn probe_response(
+    respond: &mut SendResponse<Bytes>,
+    status: StatusCode,
+    head_request: bool,
+    shared: &ConnShared,
+) {
+    let body = status.canonical_reason().unwrap_or("");
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    add_server_and_date(headers, shared);
+    if let Ok(mut send) = respond.send_response(response, head_request) {
+        if !head_request {
+            let _ = send.send_data(Bytes::from_static(body.as_bytes()), true);
+        }
     }
 }
 

@@ -33,6 +33,7 @@ use super::reload;
 use super::spawn::{spawn_worker, PythonLaunch};
 use crate::config::Config;
 use crate::control::{encode, ToMaster, ToWorker};
+use crate::deploy::{activation, advice, health::LOOP_STALLED, notify, reaper};
 use crate::{error, info, warn};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
@@ -72,6 +73,11 @@ const ABANDON_GRACE: Duration = Duration::from_secs(1);
 /// --timeout-graceful-shutdown says otherwise, so an open event stream can't hold a
 /// reload back forever.
 const RELOAD_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Workers that can't stay up: this many unexpected exits of ready workers within
+/// `CRASH_WINDOW` stop the master with a non-zero exit (a container then restarts,
+/// instead of a pod that looks alive while its workers die in a loop).
+const CRASH_LIMIT: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
 
 /// Something that happened to one worker, reported to the arbiter's loop.
 enum WorkerEvent {
@@ -124,6 +130,18 @@ struct Arbiter {
     reloader: Option<reload::Reloader>,
     /// --reload: a fresh set of workers starts as soon as the last old one has exited.
     start_when_idle: bool,
+    /// systemd's NOTIFY_SOCKET, when run as a Type=notify service.
+    notifier: Option<notify::Notifier>,
+    /// SIGTERM arrived with --shutdown-delay: the drain starts at this time.
+    drain_at: Option<Instant>,
+    /// A HUP's rolling restart is under way (systemd is told RELOADING=1).
+    reloading: bool,
+    /// systemd has been told STOPPING=1.
+    told_stopping: bool,
+    /// When ready workers died unexpectedly, within the last CRASH_WINDOW.
+    crashes: VecDeque<Instant>,
+    /// This master is PID 1 and reaps the orphans the kernel hands it.
+    init: bool,
 }
 
 /// Entry point of the master: bind, spawn, supervise; returns the process exit code.
@@ -136,6 +154,10 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         eprintln!("ERROR:    Could not open a log file: {e}");
         return EXIT_FAILURE;
     }
+    // systemd's variables are the master's alone: read and removed before any thread
+    // or worker exists, so neither the workers nor the app's subprocesses see them.
+    let notifier = notify::Notifier::from_env();
+    let activated = activation::take_from_env();
     crate::log::set_colors(config.logging.colors());
     for note in &config.cli.notes {
         info!("{note}");
@@ -159,7 +181,23 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         error!("{e}");
         return EXIT_FAILURE;
     }
-    let mut listeners = match listeners::bind(&config) {
+    let bound = match activated {
+        Some(sockets) if config.fd.is_none() => {
+            activation::select(sockets, &config.deploy.systemd_socket_names())
+                .map_err(std::io::Error::other)
+                .and_then(listeners::adopt_activated)
+        }
+        Some(sockets) => {
+            // --fd wins, and may name one of systemd's fds: leave them all open (they
+            // are close-on-exec now, so nothing inherits the others).
+            for socket in sockets {
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(socket.fd);
+            }
+            listeners::bind(&config)
+        }
+        None => listeners::bind(&config),
+    };
+    let mut listeners = match bound {
         Ok(l) => l,
         Err(e) => {
             error!("{e}");
@@ -172,6 +210,9 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
                 l.display = format!("https://{rest}");
             }
         }
+    }
+    if let Some(advice) = advice::keep_alive_warning(&config) {
+        warn!("{advice}");
     }
     if let Some(path) = &config.pid {
         if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
@@ -201,6 +242,12 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
             worker_env,
             reloader: None,
             start_when_idle: false,
+            notifier,
+            drain_at: None,
+            reloading: false,
+            told_stopping: false,
+            crashes: VecDeque::new(),
+            init: reaper::is_init(),
         };
         arbiter.main_loop(events_rx).await
     });
@@ -220,6 +267,13 @@ impl Arbiter {
         let mut sigttou = signal(SignalKind::from_raw(libc::SIGTTOU)).expect("SIGTTOU handler");
         let mut sigusr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
         let mut tick = tokio::time::interval(TICK);
+        // Only PID 1 reaps orphans; elsewhere the stream is never polled.
+        let mut sigchld = signal(SignalKind::child()).expect("SIGCHLD handler");
+        let watchdog_every = self.notifier.as_ref().and_then(|n| n.watchdog_every());
+        let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(TICK));
+        if self.init {
+            info!("Running as PID 1: reaping orphaned processes");
+        }
 
         info!("Started master process [{}]", std::process::id());
         if self.config.reload.unused_options() {
@@ -258,7 +312,7 @@ impl Arbiter {
             }
             tokio::select! {
                 biased;
-                _ = sigterm.recv() => self.stop(true).await,
+                _ = sigterm.recv() => self.on_sigterm().await,
                 _ = sigint.recv() => self.stop(false).await,
                 _ = sigquit.recv() => self.stop(false).await,
                 _ = sighup.recv() => self.rolling_restart().await,
@@ -267,7 +321,16 @@ impl Arbiter {
                 _ = sigusr1.recv() => self.reopen_logs().await,
                 Some(event) = events.recv() => self.on_event(event).await,
                 Some(changed) = next_changes(&mut changes) => self.reload(changed).await,
-                _ = tick.tick() => self.check_deadlines().await,
+                _ = tick.tick() => {
+                    self.check_deadlines().await;
+                    self.reap_orphans();
+                }
+                _ = sigchld.recv(), if self.init => self.reap_orphans(),
+                _ = watchdog.tick(), if watchdog_every.is_some() => self.feed_watchdog(),
+                _ = sleep_until_some(self.drain_at) => {
+                    self.drain_at = None;
+                    self.stop(true).await;
+                }
             }
         }
     }
@@ -331,6 +394,9 @@ impl Arbiter {
                 pids.len(),
                 pids.join(", ")
             );
+            self.notify(&format!("READY=1\nSTATUS={}", self.status_line()));
+        } else if self.phase == Phase::Running && !self.reloading {
+            self.notify(&format!("STATUS={}", self.status_line()));
         }
         if let Some((new, old)) = self.replacing {
             if new == key {
@@ -365,6 +431,18 @@ impl Arbiter {
             );
             self.boot_failed(key, &reason, EXIT_BOOT_FAILURE, None)
                 .await;
+            return;
+        }
+        if self.crash_loop() {
+            error!(
+                "Worker [{}] {}; workers keep dying ({CRASH_LIMIT} times within {:?}): \
+                 stopping",
+                worker.pid,
+                describe(status),
+                CRASH_WINDOW
+            );
+            self.exit_code = EXIT_FAILURE;
+            self.stop(false).await;
             return;
         }
         error!(
@@ -409,6 +487,7 @@ impl Arbiter {
                     if let Some(w) = self.workers.get_mut(&key) {
                         w.retiring = true;
                     }
+                    self.reload_settled("restart failed: the new worker did not boot");
                     return;
                 }
             }
@@ -534,10 +613,16 @@ impl Arbiter {
             self.start_if_idle().await;
             return;
         }
-        if self.phase != Phase::Running || !self.reread_env_file() {
+        if self.phase != Phase::Running || self.drain_at.is_some() || !self.reread_env_file() {
             return;
         }
         info!("Rolling restart of {} worker(s)", self.active_count());
+        self.reloading = true;
+        self.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=Rolling restart of {} worker(s)",
+            notify::monotonic_usec(),
+            self.active_count()
+        ));
         for (key, w) in &self.workers {
             if !w.retiring && !self.to_replace.contains(key) {
                 self.to_replace.push_back(*key);
@@ -568,6 +653,93 @@ impl Arbiter {
             }
             return;
         }
+        self.reload_settled("");
+    }
+
+    /// The rolling restart is over (every worker replaced, or a replacement failed to
+    /// boot): systemd hears READY=1 again.
+    fn reload_settled(&mut self, problem: &str) {
+        if !std::mem::take(&mut self.reloading) {
+            return;
+        }
+        let status = if problem.is_empty() {
+            self.status_line()
+        } else {
+            format!("{}; {problem}", self.status_line())
+        };
+        self.notify(&format!("READY=1\nSTATUS={status}"));
+    }
+
+    /// SIGTERM: with --shutdown-delay, fail readiness and keep serving for that long,
+    /// then drain; a second SIGTERM (or none configured) drains at once.
+    async fn on_sigterm(&mut self) {
+        let delay = self.config.deploy.shutdown_delay;
+        if delay <= 0.0 || self.drain_at.is_some() || self.phase == Phase::Stopping {
+            self.drain_at = None;
+            self.stop(true).await;
+            return;
+        }
+        info!("Shutting down in {delay} s (--shutdown-delay); readiness now fails");
+        self.drain_at = Some(Instant::now() + Duration::from_secs_f64(delay));
+        self.notify("STOPPING=1\nSTATUS=Stopping: waiting --shutdown-delay");
+        self.told_stopping = true;
+        let line = encode(&ToWorker::Leaving);
+        for w in self.workers.values_mut() {
+            let _ = w.control.write_all(&line).await;
+        }
+    }
+
+    fn notify(&self, message: &str) {
+        if let Some(n) = &self.notifier {
+            n.send(message);
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let ready = self
+            .workers
+            .values()
+            .filter(|w| w.ready && !w.retiring)
+            .count();
+        format!("{ready} of {} worker(s) ready", self.target)
+    }
+
+    /// WATCHDOG=1 only while the master's loop runs (this is called from it) and every
+    /// ready worker's event loop has sent a heartbeat lately.
+    fn feed_watchdog(&self) {
+        let now = Instant::now();
+        let stalled = self
+            .workers
+            .values()
+            .any(|w| w.ready && !w.retiring && now.duration_since(w.last_heartbeat) > LOOP_STALLED);
+        if !stalled {
+            self.notify("WATCHDOG=1");
+        }
+    }
+
+    /// PID 1 only: reap exited processes that aren't workers.
+    fn reap_orphans(&self) {
+        if !self.init {
+            return;
+        }
+        let reaped = reaper::reap_orphans(|pid| self.workers.values().any(|w| w.pid == pid));
+        if reaped > 0 {
+            crate::debug!("Reaped {reaped} orphaned process(es)");
+        }
+    }
+
+    /// Records an unexpected exit of a ready worker; true when they come too often.
+    fn crash_loop(&mut self) -> bool {
+        let now = Instant::now();
+        self.crashes.push_back(now);
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.crashes.pop_front();
+        }
+        self.crashes.len() >= CRASH_LIMIT
     }
 
     /// TTIN / TTOU.
@@ -703,6 +875,11 @@ impl Arbiter {
         };
         // A failed write means the worker already died; its exit is reported below.
         let _ = write_half.write_all(&encode(&boot)).await;
+        if self.drain_at.is_some() {
+            // Started during --shutdown-delay (it replaces one that died): it serves,
+            // but its readiness probe fails like the others'.
+            let _ = write_half.write_all(&encode(&ToWorker::Leaving)).await;
+        }
 
         let tx = self.events_tx.clone();
         let reader = tokio::spawn(async move {
@@ -761,6 +938,11 @@ impl Arbiter {
     /// Order every worker to stop; `graceful` lets in-flight requests finish.
     async fn stop(&mut self, graceful: bool) {
         let already = self.phase == Phase::Stopping;
+        if !std::mem::replace(&mut self.told_stopping, true) {
+            self.notify("STOPPING=1\nSTATUS=Stopping");
+        }
+        self.drain_at = None;
+        self.reloading = false;
         self.phase = Phase::Stopping;
         self.to_replace.clear();
         self.replacing = None;
@@ -799,6 +981,14 @@ async fn next_changes(
 ) -> Option<Vec<PathBuf>> {
     match changes {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at `at`, or never when there is no such time.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

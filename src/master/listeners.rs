@@ -118,6 +118,56 @@ fn bind_unix(path: &str, backlog: i32) -> io::Result<Listener> {
     })
 }
 
+/// systemd socket activation (src/deploy/activation.rs): each passed socket must be a
+/// listening stream socket.
+pub fn adopt_activated(
+    sockets: Vec<crate::deploy::activation::ActivatedSocket>,
+) -> io::Result<Vec<Listener>> {
+    use std::os::fd::IntoRawFd;
+    if sockets.is_empty() {
+        return Err(io::Error::other("systemd passed no socket to serve on"));
+    }
+    sockets
+        .into_iter()
+        .map(|s| {
+            let name = s.name;
+            let fd = s.fd.into_raw_fd();
+            let mut accepting: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let ok = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ACCEPTCONN,
+                    (&mut accepting as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            } == 0;
+            if !ok || accepting == 0 {
+                unsafe { libc::close(fd) };
+                return Err(io::Error::other(format!(
+                    "the socket systemd passed as {name:?} (fd {fd}) is not a listening \
+                     stream socket (ListenStream= is needed)"
+                )));
+            }
+            let mut listener = inherited(fd)?;
+            if listener.unix {
+                listener.display = match unix_path_of(&listener.socket) {
+                    Some(path) => format!("unix socket {path}"),
+                    None => format!("systemd socket {name:?}"),
+                };
+            }
+            Ok(listener)
+        })
+        .collect()
+}
+
+fn unix_path_of(socket: &OwnedFd) -> Option<String> {
+    let sock = socket2::SockRef::from(socket);
+    let addr = sock.local_addr().ok()?;
+    addr.as_pathname().map(|p| p.display().to_string())
+}
+
 fn inherited(fd: i32) -> io::Result<Listener> {
     // SAFETY: the user told us this fd is ours to serve on; we check it is a socket.
     let socket = unsafe { Socket::from_raw_fd(fd) };

@@ -82,6 +82,7 @@ pub fn spawn_reader(
     mut pending: Vec<u8>,
     sigterm: OwnedFd,
     bridge: Arc<Bridge>,
+    health: Arc<crate::deploy::health::Health>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("ferrocorn-control".into())
@@ -91,8 +92,15 @@ pub fn spawn_reader(
                 while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=pos).collect();
                     match serde_json::from_slice::<ToWorker>(&line) {
-                        Ok(ToWorker::Stop) => bridge.push(Event::Stop { graceful: true }),
-                        Ok(ToWorker::Quit) => bridge.push(Event::Stop { graceful: false }),
+                        Ok(ToWorker::Stop) => {
+                            health.set_leaving();
+                            bridge.push(Event::Stop { graceful: true });
+                        }
+                        Ok(ToWorker::Quit) => {
+                            health.set_leaving();
+                            bridge.push(Event::Stop { graceful: false });
+                        }
+                        Ok(ToWorker::Leaving) => health.set_leaving(),
                         Ok(ToWorker::DumpStacks) => {
                             if !super::stacks::dump_python_stacks(crate::log::error_fd()) {
                                 crate::error!("This interpreter can't dump Python stacks");
@@ -125,6 +133,7 @@ pub fn spawn_reader(
                 if fds[1].revents != 0 {
                     let mut sink = [0u8; 64];
                     unsafe { libc::read(sigterm.as_raw_fd(), sink.as_mut_ptr().cast(), 64) };
+                    health.set_leaving();
                     bridge.push(Event::Stop { graceful: true });
                 }
                 if fds[0].revents != 0 {
@@ -134,6 +143,7 @@ pub fn spawn_reader(
                             // The master is gone: nobody will ever order a stop, so stop.
                             crate::warn!("Master process is gone; stopping worker");
                             master_alive = false;
+                            health.set_leaving();
                             bridge.push(Event::Stop { graceful: true });
                         }
                         Ok(n) => pending.extend_from_slice(&chunk[..n]),

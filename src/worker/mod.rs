@@ -33,6 +33,7 @@ pub struct WorkerCore {
     listeners: Vec<ListenerSpec>,
     worker_id: usize,
     bridge: Arc<Bridge>,
+    health: Arc<crate::deploy::health::Health>,
     server: Option<server::ServerHandle>,
     dispatcher: Option<Dispatcher>,
     /// WSGI: the thread pool, and the callback for stop orders (the loop gets no
@@ -73,7 +74,9 @@ impl WorkerCore {
         crate::log::set_colors(config.logging.colors());
         let bridge = Arc::new(Bridge::new().map_err(runtime_error)?);
         let sigterm = signals::install_sigterm().map_err(runtime_error)?;
-        control::spawn_reader(reader, pending, sigterm, bridge.clone()).map_err(runtime_error)?;
+        let health = Arc::new(crate::deploy::health::Health::new(&config.deploy));
+        control::spawn_reader(reader, pending, sigterm, bridge.clone(), health.clone())
+            .map_err(runtime_error)?;
         Ok(WorkerCore {
             control: Arc::new(control),
             max_requests,
@@ -81,6 +84,7 @@ impl WorkerCore {
             listeners,
             worker_id,
             bridge,
+            health,
             server: None,
             dispatcher: None,
             wsgi: None,
@@ -101,6 +105,7 @@ impl WorkerCore {
     }
 
     fn ready(&self) {
+        self.health.set_started();
         self.control.send(&ToMaster::Ready);
     }
 
@@ -128,6 +133,7 @@ impl WorkerCore {
             }
         }
         let _ = py;
+        self.health.beat();
         self.control.send(&ToMaster::Heartbeat);
     }
 
@@ -347,6 +353,7 @@ impl WorkerCore {
                 std::time::Duration::from_secs_f64(c.timeout_request_header),
                 std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             ),
+            health: self.health.clone(),
         }))
     }
 }
