@@ -109,7 +109,9 @@ def write_log_configs(d: Path) -> None:
                 "stream": "ext://sys.stdout",
             }
         },
-        "loggers": {"uvicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False}},
+        "loggers": {
+            "uvicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False}
+        },
     }
     (d / "log.json").write_text(json.dumps(config))
     # JSON is YAML: the .yaml file still goes through the YAML loader.
