@@ -5,11 +5,13 @@ a new row is one line of the document.
 
 Each command runs as written, with `main:app` replaced by tests/apps/cli_app.py, every
 port by a free one, unix socket paths and `--fd` numbers by the test's own, from a
-directory holding the files the commands name (.env, ferrocorn.toml, cert.pem, ...).
+directory holding the files the commands name (.env, ferrocorn.toml, cert.pem, log
+configs, ...).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -33,8 +35,11 @@ SERVERS = ("uvicorn", "gunicorn", "granian", "hypercorn")
 ROW = re.compile(r"^\| (?P<theirs>.+?) \| `(?P<ours>[^`]+)` \| (?P<checks>.+?) \|$")
 CHECK_KINDS = {
     "serves", "header", "env", "scope", "workers", "loop", "https", "http2", "http1-only",
-    "quiet", "file", "log", "exits", "fresh-context",
+    "quiet", "file", "log", "exits", "fresh-context", "request", "access-log", "colors",
+    "no-colors", "reloads", "ignores", "proxy-header",
 }  # fmt: skip
+ANSI = "\x1b["
+RELOADING = "Reloading..."
 
 
 @dataclass
@@ -83,7 +88,60 @@ def files(tmp_path_factory) -> Path:
     cert.private_key_and_cert_chain_pem.write_to_path(str(d / "cert.pem"))
     cert.private_key_pem.write_to_path(str(d / "key.pem"))
     ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    write_log_configs(d)
     return d
+
+
+# What every log config in `files` does: uvicorn's access records go to stdout with a
+# mark, so the `access-log` check sees that the file was applied.
+LOG_CONFIG_MARK = "from-log-config"
+
+
+def write_log_configs(d: Path) -> None:
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"marked": {"format": f"{LOG_CONFIG_MARK} %(message)s"}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "marked",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "loggers": {
+            "uvicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False}
+        },
+    }
+    (d / "log.json").write_text(json.dumps(config))
+    # JSON is YAML: the .yaml file still goes through the YAML loader.
+    (d / "log.yaml").write_text(json.dumps(config, indent=2))
+    (d / "log.toml").write_text(
+        "version = 1\n"
+        "disable_existing_loggers = false\n"
+        "[formatters.marked]\n"
+        f'format = "{LOG_CONFIG_MARK} %(message)s"\n'
+        "[handlers.stdout]\n"
+        'class = "logging.StreamHandler"\n'
+        'formatter = "marked"\n'
+        'stream = "ext://sys.stdout"\n'
+        '[loggers."uvicorn.access"]\n'
+        'handlers = ["stdout"]\n'
+        'level = "INFO"\n'
+        "propagate = false\n"
+    )
+    (d / "log.ini").write_text(
+        "[loggers]\nkeys=root,access\n"
+        "[handlers]\nkeys=stdout\n"
+        "[formatters]\nkeys=marked\n"
+        "[logger_root]\nlevel=WARNING\nhandlers=\n"
+        "[logger_access]\nlevel=INFO\nhandlers=stdout\nqualname=uvicorn.access\npropagate=0\n"
+        "[handler_stdout]\nclass=StreamHandler\nformatter=marked\nargs=(sys.stdout,)\n"
+        f"[formatter_marked]\nformat={LOG_CONFIG_MARK} %(message)s\n"
+    )
+
+
+LOG_CONFIGS = ("log.json", "log.yaml", "log.toml", "log.ini")
 
 
 def free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
@@ -186,14 +244,16 @@ def client(launch: Launch, files: Path, https: bool, http2: bool = False) -> htt
     return httpx.Client(transport=transport, base_url=base, timeout=5)
 
 
-def wait_until_served(server: Server, launch: Launch, files: Path, https: bool) -> httpx.Response:
+def wait_until_served(
+    server: Server, launch: Launch, files: Path, https: bool, headers: dict[str, str]
+) -> httpx.Response:
     deadline = time.monotonic() + 20
     argv = launch.argv
     http2_only = "--http" in argv and argv[argv.index("--http") + 1] == "2"
     with client(launch, files, https, http2=http2_only) as c:
         while True:
             try:
-                return c.get("/?env=FROM_ENV_FILE&env=KEY")
+                return c.get("/?env=FROM_ENV_FILE&env=KEY", headers=headers)
             except httpx.TransportError:
                 if server.proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"not served:\n{server.stderr_text()}") from None
@@ -202,8 +262,14 @@ def wait_until_served(server: Server, launch: Launch, files: Path, https: bool) 
 
 @pytest.mark.parametrize("row", rows(), ids=lambda r: r.id)
 def test_row(row: Row, files: Path, tmp_path: Path):
-    for name in (".env", "ferrocorn.toml", "cert.pem", "key.pem", "ca.pem"):
+    for name in (".env", "ferrocorn.toml", "cert.pem", "key.pem", "ca.pem", *LOG_CONFIGS):
         (tmp_path / name).write_bytes((files / name).read_bytes())
+    for check in row.checks:
+        kind, _, arg = check.partition(" ")
+        if kind in ("reloads", "ignores"):
+            # There before the server starts, so the check's edit is a change to it.
+            (tmp_path / arg).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / arg).write_text("VERSION = 1\n")
     keep: list[socket.socket] = []
     launch = prepare(row.command, tmp_path, keep)
     env = {k: "" for k in os.environ if k.startswith("FERROCORN_")}
@@ -230,7 +296,10 @@ def test_row(row: Row, files: Path, tmp_path: Path):
         sock.close()  # the server has its own copy now
     try:
         https = "https" in kinds
-        response = wait_until_served(server, launch, files, https)
+        headers = dict(
+            c.partition(" ")[2].split(": ", 1) for c in row.checks if c.startswith("request ")
+        )
+        response = wait_until_served(server, launch, files, https, headers)
         assert response.status_code == 200
         data = response.json()
         for check in row.checks:
@@ -242,8 +311,8 @@ def test_row(row: Row, files: Path, tmp_path: Path):
 
 
 def run_check(kind, arg, response, data, server, launch, files, workdir):
-    if kind in ("serves", "https"):
-        return  # served above (over TLS for https)
+    if kind in ("serves", "https", "request"):
+        return  # served above (over TLS for https, with the request's headers)
     if kind == "header":
         name, _, value = arg.partition(": ")
         assert response.headers.get(name) == value
@@ -273,5 +342,80 @@ def run_check(kind, arg, response, data, server, launch, files, workdir):
         assert (workdir / arg).exists()
     elif kind == "log":
         assert server.stderr_text().count(arg) == 1, server.stderr_text()
+    elif kind == "access-log":
+        wait_for_access_line(server, launch, workdir, arg)
+    elif kind in ("colors", "no-colors"):
+        wait_for_access_line(server, launch, workdir, "GET /")
+        logged = server.stderr_text() + server.stdout_text()
+        assert (ANSI in logged) == (kind == "colors"), logged
+    elif kind == "reloads":
+        check_reload(server, launch, files, workdir / arg, expected=True)
+    elif kind == "ignores":
+        check_reload(server, launch, files, workdir / arg, expected=False)
+    elif kind == "proxy-header":
+        check_proxy_header(launch, arg)
     else:
         raise AssertionError(f"unknown check {kind!r}")
+
+
+def wait_for_access_line(server: Server, launch: Launch, workdir: Path, text: str) -> None:
+    """`text` in an access line: on stdout, or in the `--access-logfile` the row names."""
+    argv = launch.argv
+    logfile = argv[argv.index("--access-logfile") + 1] if "--access-logfile" in argv else "-"
+    deadline = time.monotonic() + 5
+    while True:
+        if logfile == "-":
+            written = server.stdout_text()
+        else:
+            written = (workdir / logfile).read_text() if (workdir / logfile).exists() else ""
+        if any(text in line for line in written.splitlines()):
+            return
+        assert time.monotonic() < deadline, f"no access line with {text!r}:\n{written}"
+        time.sleep(0.1)
+
+
+def check_reload(server: Server, launch: Launch, files: Path, path: Path, expected: bool):
+    """Edit `path`; with `expected`, new workers (none of the old ones) serve the next
+    request; without, the same workers keep serving and nothing is reloaded."""
+    before = server.wait_for_workers(len(server.worker_pids()))
+    path.write_text("VERSION = 2\n")
+    if not expected:
+        time.sleep(1.5)  # well past the longest --reload-delay a row uses
+        assert RELOADING not in server.stderr_text(), server.stderr_text()
+        assert server.worker_pids() == before
+        return
+    server.wait_for_log(re.escape(RELOADING), timeout=10)
+    server.wait_for_workers(len(before), exclude=before)
+    with client(launch, files, https=False) as c:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                served_by = c.get("/").json()["pid"]
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, server.stderr_text()
+                time.sleep(0.1)
+    assert served_by not in before
+
+
+def check_proxy_header(launch: Launch, arg: str) -> None:
+    """Send a PROXY v1 header claiming source `SRC` port 4711, then a GET. `SRC`: the app
+    sees SRC:4711 as its client; `SRC closed`: the connection is closed unanswered."""
+    source, _, outcome = arg.partition(" ")
+    host, port = launch.url.removeprefix("http://").rsplit(":", 1)
+    head = f"PROXY TCP4 {source} 127.0.0.1 4711 {port}\r\n"
+    request = "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall((head + request).encode())
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass  # closed with unread bytes: a reset, as a refused header may get
+    if outcome == "closed":
+        assert answer == b""
+        return
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), answer
+    assert json.loads(body)["client"] == f"{source}:4711"

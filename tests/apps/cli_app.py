@@ -39,6 +39,9 @@ async def app(scope, receive, send):
         "root_path": scope["root_path"],
         "http_version": scope["http_version"],
         "scheme": scope["scheme"],
+        # After proxy headers / the PROXY protocol (tests/test_migrating.py checks both).
+        "client": f"{scope['client'][0]}:{scope['client'][1]}" if scope["client"] else None,
+        "client_host": scope["client"][0] if scope["client"] else None,
         "marker": marker.get(),
         "loop": type(asyncio.get_running_loop()).__name__,
         "pid": os.getpid(),
