@@ -3,8 +3,8 @@ tables is a ferrocorn command line and the checks its last column names. This te
 the rows from the document itself, so the table and what it claims can't drift apart;
 a new row is one line of the document.
 
-Each command runs as written, with `main:app` replaced by tests/apps/cli_app.py, every
-port by a free one, unix socket paths and `--fd` numbers by the test's own, from a
+Each command runs as written, with `main:app` replaced by tests/apps/cli_app.py
+(`main:wsgi` by its WSGI app), every port by a free one, unix socket paths and `--fd` numbers by the test's own, from a
 directory holding the files the commands name (.env, ferrocorn.toml, cert.pem, log
 configs, ...).
 """
@@ -191,7 +191,7 @@ def prepare(command: str, workdir: Path, keep: list) -> Launch:
     host = "127.0.0.1"
     it = iter(words)
     for word in it:
-        if word in ("main:app", "main:factory"):
+        if word.startswith("main:"):
             word = "cli_app:" + word.split(":")[1]
         elif word == "--host":
             host = next(it)

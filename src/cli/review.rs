@@ -17,6 +17,12 @@ const ASGI_WORKER_CLASSES: [&str; 6] = [
     "uvicorn_worker.UvicornH11Worker",
 ];
 
+/// gunicorn's WSGI worker classes: ferrocorn's WSGI thread pool serves them.
+const WSGI_WORKER_CLASSES: [&str; 2] = ["sync", "gthread"];
+
+/// gunicorn's green-thread worker classes: their monkey-patching has no equivalent.
+const GREEN_WORKER_CLASSES: [&str; 3] = ["gevent", "eventlet", "tornado"];
+
 /// hypercorn's worker classes: they name the event loop.
 const LOOP_WORKER_CLASSES: [&str; 2] = ["asyncio", "uvloop"];
 
@@ -34,7 +40,8 @@ pub fn review(config: &mut Config, matches: &ArgMatches) -> Result<(), String> {
     Ok(())
 }
 
-/// `-k`: gunicorn's ASGI worker classes are ferrocorn's worker; hypercorn's name a loop.
+/// `-k`: gunicorn's ASGI worker classes are ferrocorn's worker, its sync and gthread
+/// ones the WSGI thread pool; hypercorn's name a loop.
 fn worker_class(
     config: &mut Config,
     matches: &ArgMatches,
@@ -54,6 +61,32 @@ fn worker_class(
         config.loop_kind = class;
         return Ok(());
     }
+    if WSGI_WORKER_CLASSES.contains(&class.as_str()) {
+        use crate::wsgi::options::Interface;
+        if let Some(other) = raw(matches, "interface").filter(|i| i != "wsgi") {
+            return Err(format!(
+                "--worker-class {class} contradicts --interface {other}"
+            ));
+        }
+        config.interface.interface = Interface::Wsgi;
+        // gunicorn runs one request at a time per sync worker, and gthread's --threads
+        // defaults to 1: an app that isn't thread-safe keeps that unless --threads says.
+        if raw(matches, "threads").is_none() {
+            config.interface.threads = 1;
+        }
+        notes.push(format!(
+            "--worker-class {class}: the app is served as WSGI on ferrocorn's thread pool \
+             ({} thread(s) per worker, --threads)",
+            config.interface.threads
+        ));
+        return Ok(());
+    }
+    if GREEN_WORKER_CLASSES.contains(&class.as_str()) {
+        return Err(format!(
+            "--worker-class {class}: ferrocorn has no green-thread workers; serve the app \
+             with -k gthread --threads N (WSGI on a thread pool) or as an ASGI app"
+        ));
+    }
     if class == "trio" {
         return Err(
             "--worker-class trio: ferrocorn runs apps on asyncio (trio is not supported)".into(),
@@ -61,8 +94,8 @@ fn worker_class(
     }
     if !ASGI_WORKER_CLASSES.contains(&class.as_str()) {
         return Err(format!(
-            "--worker-class {class}: ferrocorn has ASGI workers only; use -k asgi (or \
-             uvicorn.workers.UvicornWorker)"
+            "--worker-class {class}: unknown worker class; ferrocorn takes -k asgi (or \
+             uvicorn.workers.UvicornWorker) for ASGI apps and -k sync or -k gthread for WSGI"
         ));
     }
     if class != "asgi" && class != "ferrocorn" {

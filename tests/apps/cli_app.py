@@ -53,6 +53,14 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+def wsgi(environ, start_response):
+    """A WSGI app for gunicorn's command lines (`-k sync`, `--threads`): `--interface
+    auto` tells it from the ASGI ones."""
+    body = json.dumps({"interface": "wsgi", "path": environ["PATH_INFO"]}).encode()
+    start_response("200 OK", [("content-type", "application/json")])
+    return [body]
+
+
 def factory():
     """For `--factory`."""
     return app
