@@ -61,6 +61,8 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Access lines are batched per turn of the I/O thread (log::access).
+        .on_thread_park(crate::log::flush_access_batch)
         .build()?;
 
     // Sockets must be registered with the runtime from inside it.
@@ -71,6 +73,7 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
         .name("ferrocorn-io".into())
         .spawn(move || {
             Bridge::defer_notify_on_this_thread();
+            crate::log::batch_access_on_this_thread();
             runtime.block_on(async move {
                 let mut bound = Vec::new();
                 for spec in &listeners {
@@ -84,7 +87,8 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
                 }
                 let _ = ready_tx.send(Ok(()));
                 serve(bound, shared, shutdown_rx).await;
-            })
+            });
+            crate::log::flush_access_batch();
         })?;
     ready_rx
         .recv()
