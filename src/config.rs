@@ -334,6 +334,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub proxy: crate::proxy::options::ProxyOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub recycling: crate::recycling::RecyclingOptions,
 }
 
 impl Config {

@@ -39,6 +39,8 @@ pub struct ConnShared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Forwarded headers and the PROXY protocol.
     pub proxy: crate::proxy::ProxySettings,
+    /// --max-requests-per-connection, --max-connection-age, --drain-idle-grace.
+    pub bounds: crate::recycling::conn_budget::ConnBounds,
 }
 
 impl ConnShared {

@@ -10,6 +10,7 @@ pub mod http2;
 pub mod log;
 pub mod master;
 pub mod proxy;
+pub mod recycling;
 pub mod tls;
 pub mod worker;
 pub mod ws;

@@ -75,6 +75,12 @@ pub async fn serve<S>(
     let open = Arc::new(AtomicUsize::new(0));
     let mut idle_since = Instant::now();
     let mut closing = false;
+    // --max-requests-per-connection and --max-connection-age end the connection with a
+    // graceful GOAWAY, as a drain does: h2 first sends GOAWAY with the highest stream
+    // id and a PING, and only after the PING's answer the GOAWAY naming the last stream
+    // it took, so requests the client sent meanwhile are still served.
+    let mut budget = shared.bounds.open();
+    let age_limit = budget.ends_at();
     loop {
         let idle = open.load(Ordering::Acquire) == 0;
         tokio::select! {
@@ -83,6 +89,11 @@ pub async fn serve<S>(
                     idle_since = Instant::now();
                     let guard = StreamGuard::enter(&open);
                     tokio::spawn(stream::serve(request, respond, shared.clone(), conn.clone(), guard));
+                    budget.start_request();
+                    if !closing && budget.spent() {
+                        h2.graceful_shutdown();
+                        closing = true;
+                    }
                 }
                 Some(Err(e)) => {
                     crate::debug!("HTTP/2 connection error: {e}");
@@ -96,6 +107,10 @@ pub async fn serve<S>(
                     closing = true;
                 }
             }
+            _ = sleep_until_some(age_limit), if !closing => {
+                h2.graceful_shutdown();
+                closing = true;
+            }
             _ = tokio::time::sleep_until(idle_since + shared.keep_alive), if idle && !closing => {
                 if open.load(Ordering::Acquire) == 0 {
                     h2.graceful_shutdown();
@@ -105,6 +120,14 @@ pub async fn serve<S>(
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -193,6 +193,10 @@ impl WorkerCore {
                 std::time::Duration::from_secs_f64(c.timeout_request_header),
                 std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             ),
+            bounds: crate::recycling::conn_budget::ConnBounds::new(
+                &c.recycling,
+                std::time::Duration::from_secs_f64(c.timeout_keep_alive),
+            ),
         });
         let handle = py
             .allow_threads(|| server::start(&self.listeners, shared))
