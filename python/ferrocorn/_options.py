@@ -123,6 +123,15 @@ OPTIONS: dict[str, Option] = {
         Option("ssl_version", VALUE, int, 17),
         Option("ssl_ciphers", VALUE, str),
         Option("http2", FLAG, bool, False),
+        # Drains and recycling (src/recycling/options.rs).
+        Option("drain_idle_grace", VALUE, NUMBER, 2.0),
+        Option("max_requests_per_connection", VALUE, int),
+        Option("max_connection_age", VALUE, NUMBER),
+        Option("max_connection_age_jitter", VALUE, NUMBER, 0.0),
+        Option("workers_max_rss", VALUE, int),
+        Option("workers_max_rss_samples", VALUE, int, 3),
+        Option("workers_lifetime", VALUE, NUMBER),
+        Option("workers_lifetime_jitter", VALUE, NUMBER, 0.0),
     ]
 }
 

@@ -20,6 +20,8 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1)
     if scope["path"] == "/hoard":
         # 8 MiB a request, touched so it is resident.
         _hoard.append(bytearray(b"x" * (8 * 1024 * 1024)))
