@@ -20,7 +20,7 @@ pub struct RecyclingOptions {
     /// While a worker drains (TERM, HUP, recycling), keep idle keep-alive HTTP/1.1
     /// connections open this many seconds and answer their next request with
     /// "connection: close"; close only those that sent nothing. 0 closes idle
-    /// connections at once. Never longer than --timeout-keep-alive.
+    /// connections at once. Capped at the keep-alive timeout (--timeout-keep-alive).
     #[arg(long, default_value_t = DEFAULT_DRAIN_IDLE_GRACE, value_name = "SECONDS",
           value_parser = non_negative)]
     pub drain_idle_grace: f64,
