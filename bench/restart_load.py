@@ -53,11 +53,18 @@ class Tally:
     # responses that asked the client to reconnect (connection: close / GOAWAY)
     closes_announced: int = 0
     connects: int = 0
+    # distinct response bodies (drain_app answers its pid: which workers served)
+    bodies: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def success(self) -> None:
         with self.lock:
             self.ok += 1
+
+    def body(self, data: bytes) -> None:
+        if len(self.bodies) < 1000:
+            with self.lock:
+                self.bodies.add(bytes(data))
 
     def failure(self, kind: str) -> None:
         with self.lock:
@@ -76,6 +83,7 @@ class Tally:
                 "errors": dict(self.errors),
                 "closes_announced": self.closes_announced,
                 "connects": self.connects,
+                "servers_seen": len(self.bodies),
             }
 
 
@@ -88,7 +96,7 @@ def http1_client(host: str, port: int, path: str, stop: threading.Event, tally: 
         try:
             conn.request("GET", path)
             response = conn.getresponse()
-            response.read()
+            tally.body(response.read())
         except Exception as e:  # every way a request can be lost counts
             tally.failure(type(e).__name__)
             conn.close()
@@ -188,7 +196,9 @@ class H2Connection:
         elif isinstance(frame, PingFrame):
             # The server's graceful GOAWAY waits for this answer (one round trip).
             if "ACK" not in frame.flags:
-                self._control(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]).serialize())
+                self._control(
+                    PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]).serialize()
+                )
         elif isinstance(frame, HeadersFrame):
             for name, value in self.decoder.decode(frame.data):
                 if name in (":status", b":status") and sid in self.open:
@@ -196,6 +206,8 @@ class H2Connection:
             if "END_STREAM" in frame.flags:
                 self._finish(sid)
         elif isinstance(frame, DataFrame):
+            if frame.data:
+                self.tally.body(frame.data)
             if frame.flow_controlled_length:
                 n = frame.flow_controlled_length
                 update = WindowUpdateFrame(0, window_increment=n).serialize()

@@ -72,7 +72,10 @@ def test_max_requests_recycling_under_load_loses_nothing(workers):
 
         def until_recycled():
             wait_until(
-                lambda: len(s.worker_pids() - old) >= workers and s.stderr_text().count("ready [") > workers + 1,
+                lambda: (
+                    len(s.worker_pids() - old) >= workers
+                    and s.stderr_text().count("ready [") > workers + 1
+                ),
                 25,
                 "recycling",
             )
@@ -201,7 +204,9 @@ def test_max_requests_per_connection_http2_sends_a_graceful_goaway():
 
 
 def test_max_connection_age_http1_and_http2():
-    with drain_server("--max-connection-age", "1", "--max-connection-age-jitter", "0.5", startup=0) as s:
+    with drain_server(
+        "--max-connection-age", "1", "--max-connection-age-jitter", "0.5", startup=0
+    ) as s:
         sock = s.connect()
         sock.sendall(GET)
         assert b"connection: close" not in read_response(sock).lower()
@@ -245,7 +250,11 @@ def test_rss_recycling_replaces_a_growing_worker_and_loses_nothing():
                 read_response(sock)
             sock.close()
             wait_until(lambda: "(cause: rss)" in s.stderr_text(), 15, "RSS recycling")
-            wait_until(lambda: len(s.worker_pids() - old) >= 1 and len(s.worker_pids()) == 2, 15, "replacement")
+            wait_until(
+                lambda: len(s.worker_pids() - old) >= 1 and len(s.worker_pids()) == 2,
+                15,
+                "replacement",
+            )
             time.sleep(1)
 
         result = run_load(s.host, s.port, http1=4, http2=2, duration=3, during=grow_one_worker)
@@ -266,7 +275,9 @@ def test_workers_lifetime_recycles_rolling_and_loses_nothing():
         old = s.wait_for_workers(2)
 
         def until_two_replaced():
-            wait_until(lambda: not (s.worker_pids() & old) and len(s.worker_pids()) == 2, 20, "lifetime")
+            wait_until(
+                lambda: not (s.worker_pids() & old) and len(s.worker_pids()) == 2, 20, "lifetime"
+            )
             time.sleep(0.5)
 
         result = run_load(s.host, s.port, http1=4, http2=2, duration=3, during=until_two_replaced)
