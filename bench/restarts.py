@@ -65,7 +65,8 @@ def command(server: str, workers: int, scenario: str, port: int, peers: Path) ->
     if server == "gunicorn":
         extra = ["--max-requests", "400"] if recycle else []
         return [str(peers / "gunicorn"), "-k", "uvicorn_worker.UvicornWorker", "-w", w,
-                "-b", f"{HOST}:{port}", "--log-level", "warning", *extra, "drain_app:app"]  # fmt: skip
+                "-b", f"{HOST}:{port}", "--log-level", "warning", *extra,
+                "drain_app:app"]  # fmt: skip
     if server == "granian":
         extra = ["--workers-max-rss", "1", "--rss-sample-interval", "3"] if recycle else []
         return [str(peers / "granian"), "--interface", "asgi", "--host", HOST, "--port",
