@@ -285,3 +285,19 @@ def test_workers_lifetime_recycles_rolling_and_loses_nothing():
             assert tally["failed"] == 0, (protocol, tally)
             assert tally["ok"] > 100
         assert s.stderr_text().count("(cause: lifetime)") >= 2
+
+
+def test_http2_client_that_never_answers_the_goaway_ping_cannot_hold_the_drain():
+    with drain_server(startup=0) as s:
+        tally, conn = h2_requests(s, 1)
+        assert tally.ok == 1
+        term_at = time.monotonic()
+        s.signal(signal.SIGTERM)
+        # We read nothing (so the server's PING goes unanswered) until the server is done.
+        assert s.wait(10) == 0
+        stopped_after = time.monotonic() - term_at
+        assert stopped_after < 6, stopped_after
+        while conn.read_frames():
+            pass
+        assert conn.going_away
+        assert tally.failed == 0
