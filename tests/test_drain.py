@@ -229,6 +229,7 @@ def test_connection_bound_options_are_checked():
         ("--workers-max-rss", "0"),
         ("--drain-idle-grace=-1",),
         ("--workers-lifetime", "nan"),
+        ("--workers-max-rss-interval", "0"),
     ):
         done = run_to_exit("drain_app:app", *args)
         assert done.returncode == 2, (args, done.stderr)
@@ -239,7 +240,15 @@ def test_connection_bound_options_are_checked():
 def test_rss_recycling_replaces_a_growing_worker_and_loses_nothing():
     # A fresh worker holds some tens of MiB; 12 requests to /hoard add 96 MiB.
     with drain_server(
-        "--workers", "2", "--workers-max-rss", "120", "--workers-max-rss-samples", "2", startup=0
+        "--workers",
+        "2",
+        "--workers-max-rss",
+        "120",
+        "--rss-samples",
+        "2",
+        "--workers-max-rss-interval",
+        "1",
+        startup=0,
     ) as s:
         old = s.wait_for_workers(2)
 

@@ -130,6 +130,7 @@ OPTIONS: dict[str, Option] = {
         Option("max_connection_age_jitter", VALUE, NUMBER, 0.0),
         Option("workers_max_rss", VALUE, int),
         Option("workers_max_rss_samples", VALUE, int, 3),
+        Option("workers_max_rss_interval", VALUE, NUMBER, 2.0),
         Option("workers_lifetime", VALUE, NUMBER),
         Option("workers_lifetime_jitter", VALUE, NUMBER, 0.0),
     ]
@@ -139,6 +140,9 @@ OPTIONS: dict[str, Option] = {
 ALIASES = {
     "limit_max_requests": "max_requests",
     "limit_max_requests_jitter": "max_requests_jitter",
+    # granian's names.
+    "rss_samples": "workers_max_rss_samples",
+    "rss_sample_interval": "workers_max_rss_interval",
     # uvicorn's keyword for --header: a list of (name, value) pairs.
     "headers": "header",
     # gunicorn's names.

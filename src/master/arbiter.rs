@@ -54,9 +54,6 @@ const STOP_TOO_SLOW: &str = "it did not stop in time";
 const NOT_READY_IN_TIME: &str = "it was not ready within --timeout-worker-healthcheck";
 /// How often the arbiter looks at heartbeats and deadlines.
 const TICK: Duration = Duration::from_millis(500);
-/// How often the workers' RSS is read for --workers-max-rss: a few small /proc reads,
-/// often enough that a leaking worker is caught within seconds.
-const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a worker is replaced; written in the log line of each replacement.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -563,7 +560,8 @@ impl Arbiter {
         }
         let rss_limit = self.config.recycling.workers_max_rss;
         if let Some(limit_mib) = rss_limit {
-            if now.duration_since(self.rss_sampled) >= RSS_SAMPLE_EVERY {
+            let every = Duration::from_secs_f64(self.config.recycling.workers_max_rss_interval);
+            if now.duration_since(self.rss_sampled) >= every {
                 self.rss_sampled = now;
                 let samples = self.config.recycling.workers_max_rss_samples;
                 let limit = limit_mib * 1024 * 1024;

@@ -43,15 +43,20 @@ pub struct RecyclingOptions {
 
     /// Replace a worker (the rolling way, one at a time) once its resident memory
     /// is over this many MiB for --workers-max-rss-samples samples in a row (the
-    /// master samples every 2 s from /proc).
+    /// master reads it from /proc every --workers-max-rss-interval seconds).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub workers_max_rss: Option<u64>,
 
     /// Consecutive samples over --workers-max-rss before a worker is replaced, so a
     /// short peak that the allocator gives back doesn't cost a restart.
-    #[arg(long, default_value_t = 3, value_name = "N",
+    #[arg(long, alias = "rss-samples", default_value_t = 3, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub workers_max_rss_samples: u32,
+
+    /// Seconds between two samples of the workers' resident memory.
+    #[arg(long, alias = "rss-sample-interval", default_value_t = 2.0, value_name = "SECONDS",
+          value_parser = positive)]
+    pub workers_max_rss_interval: f64,
 
     /// Replace each worker (the rolling way) after it has run this many seconds.
     #[arg(long, value_name = "SECONDS", value_parser = positive)]
