@@ -139,7 +139,7 @@ def test_drain_answers_idle_keep_alive_connections_then_closes_silent_ones():
         assert closed_by_server(busy, 2)
         # The one that stayed silent is closed at the end of the window, not before.
         assert closed_by_server(silent, 5)
-        assert 1.2 < time.monotonic() - term_at < 3.0
+        assert 1.2 < time.monotonic() - term_at < 4.5
         assert s.wait(15) == 0
 
 
@@ -218,7 +218,7 @@ def test_max_connection_age_http1_and_http2():
         started = time.monotonic()
         wait_until(lambda: conn.going_away or not conn.read_frames(), 4, "GOAWAY")
         assert conn.going_away
-        assert 0.5 < time.monotonic() - started < 2.5
+        assert 0.5 < time.monotonic() - started < 3.5
         assert tally.ok == 1 and tally.failed == 0
 
 
