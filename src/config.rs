@@ -350,6 +350,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub deploy: crate::deploy::options::DeployOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub recycling: crate::recycling::RecyclingOptions,
 }
 
 impl Config {

@@ -40,6 +40,8 @@ pub struct ConnShared {
     pub proxy: crate::proxy::ProxySettings,
     /// --health-path and --ready-path, answered before the app.
     pub health: Arc<crate::deploy::health::Health>,
+    /// --max-requests-per-connection, --max-connection-age, --drain-idle-grace.
+    pub bounds: crate::recycling::conn_budget::ConnBounds,
 }
 
 impl ConnShared {

@@ -13,6 +13,7 @@ pub mod log;
 pub mod logging_options;
 pub mod master;
 pub mod proxy;
+pub mod recycling;
 pub mod tls;
 pub mod worker;
 pub mod ws;

@@ -142,6 +142,16 @@ OPTIONS: dict[str, Option] = {
         Option("health_path", VALUE, str),
         Option("ready_path", VALUE, str),
         Option("systemd_socket_name", VALUE, TRUST_LIST),
+        # Drains and recycling (src/recycling/options.rs).
+        Option("drain_idle_grace", VALUE, NUMBER, 2.0),
+        Option("max_requests_per_connection", VALUE, int),
+        Option("max_connection_age", VALUE, NUMBER),
+        Option("max_connection_age_jitter", VALUE, NUMBER, 0.0),
+        Option("workers_max_rss", VALUE, int),
+        Option("workers_max_rss_samples", VALUE, int, 3),
+        Option("workers_max_rss_interval", VALUE, NUMBER, 2.0),
+        Option("workers_lifetime", VALUE, NUMBER),
+        Option("workers_lifetime_jitter", VALUE, NUMBER, 0.0),
     ]
 }
 
@@ -153,6 +163,9 @@ ALIASES = {
     "access_logformat": "access_log_format",  # gunicorn's name
     "limit_max_requests": "max_requests",
     "limit_max_requests_jitter": "max_requests_jitter",
+    # granian's names.
+    "rss_samples": "workers_max_rss_samples",
+    "rss_sample_interval": "workers_max_rss_interval",
     # uvicorn's keyword for --header: a list of (name, value) pairs.
     "headers": "header",
     # gunicorn's names.

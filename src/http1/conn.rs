@@ -73,6 +73,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut first = true;
+    let mut budget = shared.bounds.open();
     let mut clock = Deadline::new(Instant::now() + shared.keep_alive);
     loop {
         let next = read_head(&mut io, &mut buf, &shared, &mut shutdown, first, &mut clock);
@@ -140,16 +141,23 @@ where
             return None;
         };
         first = false;
-        let closing = *shutdown.borrow();
-        let mut tx = Transaction::new(head, &mut io, &mut buf, &shared, &conn, guard, closing);
+        budget.start_request();
+        let ending = ConnEnd {
+            shutdown: &shutdown,
+            budget: &budget,
+        };
+        let mut tx = Transaction::new(head, &mut io, &mut buf, &shared, &conn, guard, ending);
         let outcome = poll_fn(|cx| tx.poll(cx)).await;
         drop(tx);
         if let Some(recycle) = &shared.recycle {
             recycle.request_done();
         }
         match outcome {
-            Done::KeepAlive if !*shutdown.borrow() => continue,
-            Done::KeepAlive | Done::Close => {
+            // The response promised the client it may send another request, so we
+            // read one even when a drain started since: read_head keeps the idle
+            // connection for the drain's grace window and the answer says close.
+            Done::KeepAlive => continue,
+            Done::Close => {
                 linger_close(io).await;
                 return None;
             }
@@ -162,10 +170,13 @@ where
     }
 }
 
-/// Wait for a whole request head. Idle connections close after the keep-alive timeout,
-/// or at once on shutdown once they have been served; a connection just accepted still
-/// gets its first request answered, or a client would lose it to the shutdown. A started
-/// head must be complete within the header timeout.
+/// Wait for a whole request head. Idle connections close after the keep-alive timeout.
+/// On a drain, a connection that has been served stays open for --drain-idle-grace:
+/// its client may already have sent the next request, and closing now would lose it
+/// (the request is answered with `connection: close`); only a connection silent for
+/// the whole window is closed. A connection just accepted still gets its first request
+/// answered, within the keep-alive timeout. A started head must be complete within the
+/// header timeout.
 async fn read_head<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut BytesMut,
@@ -176,6 +187,7 @@ async fn read_head<S: AsyncRead + Unpin>(
 ) -> Next {
     let idle_deadline = Instant::now() + shared.keep_alive;
     let mut header_deadline = None;
+    let mut drain_ends = None;
     loop {
         // h2c by prior knowledge: the preface, or a prefix of it so far.
         let mut maybe_preface = false;
@@ -198,9 +210,11 @@ async fn read_head<S: AsyncRead + Unpin>(
                 }
             }
         } else if !first && *shutdown.borrow() {
-            return Next::Close;
+            let grace = shared.bounds.drain_idle_grace;
+            drain_ends.get_or_insert_with(|| Instant::now() + grace);
         }
-        clock.set(header_deadline.unwrap_or(idle_deadline));
+        let idle_ends = drain_ends.map_or(idle_deadline, |d: Instant| d.min(idle_deadline));
+        clock.set(header_deadline.unwrap_or(idle_ends));
         buf.reserve(READ_CHUNK);
         tokio::select! {
             read = io.read_buf(buf) => match read {
@@ -213,7 +227,7 @@ async fn read_head<S: AsyncRead + Unpin>(
                 }
                 return Next::Close;
             }
-            changed = shutdown.changed(), if buf.is_empty() && !first => {
+            changed = shutdown.changed(), if buf.is_empty() && !first && drain_ends.is_none() => {
                 if changed.is_err() {
                     return Next::Close;
                 }
@@ -253,6 +267,20 @@ fn is_h2c_upgrade(head: &parse::Head) -> bool {
             .iter()
             .any(|(n, _)| n.as_str() == "http2-settings")
         && crate::http2::fits_upgrade(head)
+}
+
+/// Whether the connection must end after the current request: a drain started, or
+/// the connection reached --max-requests-per-connection or --max-connection-age.
+/// Asked when the response head is written, so the last response says so.
+struct ConnEnd<'a> {
+    shutdown: &'a watch::Receiver<bool>,
+    budget: &'a crate::recycling::ConnBudget,
+}
+
+impl ConnEnd<'_> {
+    fn now(&self) -> bool {
+        *self.shutdown.borrow() || self.budget.spent()
+    }
 }
 
 enum Done {
@@ -296,6 +324,7 @@ struct Transaction<'a, S> {
     file: Option<FileSend>,
     /// sendfile(2) used up its turn: let other tasks run before going on.
     yield_now: bool,
+    ending: ConnEnd<'a>,
 }
 
 /// A pathsend body on its way: through the kernel (sendfile) or read in pieces.
@@ -314,7 +343,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
         shared: &'a ConnShared,
         conn: &Arc<ConnInfo>,
         guard: InflightGuard,
-        closing: bool,
+        ending: ConnEnd<'a>,
     ) -> Self {
         let forwarded = shared.proxy.resolve(conn, &mut head.headers);
         let access = shared.access_log.as_ref().and_then(|log| {
@@ -360,7 +389,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             expect_continue: head.expect_continue,
             method: head.method,
             version: head.version,
-            keep_alive: head.keep_alive && !closing,
+            keep_alive: head.keep_alive && !ending.now(),
             out: OutQueue::default(),
             framing: None,
             body_sent: 0,
@@ -372,6 +401,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             send_trailers: false,
             file: None,
             yield_now: false,
+            ending,
         }
     }
 
@@ -616,6 +646,9 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
                     self.shared.bridge.push(Event::Access(record));
                 }
             }
+            // A drain or a connection bound reached while the app ran: this is the
+            // last response, and it says so.
+            self.keep_alive &= !self.ending.now();
             let facts = RequestFacts {
                 method: &self.method,
                 version: self.version,

@@ -23,6 +23,11 @@ pub use upgrade::fits_upgrade;
 /// Stream window: how much request body a client may send ahead of the app.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// A graceful GOAWAY waits for the answer to its PING (one round trip, milliseconds)
+/// before naming the last stream. A client that doesn't answer within this time isn't
+/// reading: once its open streams are done, the connection ends with a GOAWAY naming
+/// the last stream taken, so such a client can't hold a drain open forever.
+const GOAWAY_PING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serve one HTTP/2 connection. `read_ahead` holds bytes already read from the socket
 /// (the preface, when HTTP/1.1 code recognised it); `upgrade` is the HTTP/1.1 request
@@ -75,7 +80,19 @@ pub async fn serve<S>(
     let open = Arc::new(AtomicUsize::new(0));
     let mut idle_since = Instant::now();
     let mut closing = false;
+    // --max-requests-per-connection and --max-connection-age end the connection with a
+    // graceful GOAWAY, as a drain does: h2 first sends GOAWAY with the highest stream
+    // id and a PING, and only after the PING's answer the GOAWAY naming the last stream
+    // it took, so requests the client sent meanwhile are still served.
+    let mut budget = shared.bounds.open();
+    let age_limit = budget.ends_at();
+    // Once the graceful GOAWAY is started: when to stop waiting for its PING's answer.
+    let mut ping_wait_ends: Option<Instant> = None;
+    let mut ended_without_pong = false;
     loop {
+        if closing && ping_wait_ends.is_none() {
+            ping_wait_ends = Some(Instant::now() + GOAWAY_PING_WAIT);
+        }
         let idle = open.load(Ordering::Acquire) == 0;
         tokio::select! {
             next = h2.accept() => match next {
@@ -83,6 +100,11 @@ pub async fn serve<S>(
                     idle_since = Instant::now();
                     let guard = StreamGuard::enter(&open);
                     tokio::spawn(stream::serve(request, respond, shared.clone(), conn.clone(), guard));
+                    budget.start_request();
+                    if !closing && budget.spent() {
+                        h2.graceful_shutdown();
+                        closing = true;
+                    }
                 }
                 Some(Err(e)) => {
                     crate::debug!("HTTP/2 connection error: {e}");
@@ -96,6 +118,20 @@ pub async fn serve<S>(
                     closing = true;
                 }
             }
+            _ = sleep_until_some(ping_wait_ends), if closing && !ended_without_pong => {
+                if open.load(Ordering::Acquire) == 0 {
+                    // No stream to lose: GOAWAY with the last stream taken, then close.
+                    h2.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    ended_without_pong = true;
+                } else {
+                    // Streams still run: look again in a moment.
+                    ping_wait_ends = Some(Instant::now() + std::time::Duration::from_millis(200));
+                }
+            }
+            _ = sleep_until_some(age_limit), if !closing => {
+                h2.graceful_shutdown();
+                closing = true;
+            }
             _ = tokio::time::sleep_until(idle_since + shared.keep_alive), if idle && !closing => {
                 if open.load(Ordering::Acquire) == 0 {
                     h2.graceful_shutdown();
@@ -105,6 +141,14 @@ pub async fn serve<S>(
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -13,7 +13,9 @@
 //! | TTIN/TTOU | one worker more / less                                                 |
 //! | USR1      | reopen the log files (after logrotate moved them)                     |
 //!
-//! A worker that reaches --max-requests is replaced the same rolling way. A worker
+//! A worker that reaches --max-requests, --workers-lifetime or --workers-max-rss is
+//! replaced the same rolling way, one at a time, and the log names each replacement's
+//! cause (crash, timeout, max-requests, lifetime, rss, hup). A worker
 //! whose event loop stops sending heartbeats for --timeout seconds has its Python
 //! stacks logged, is killed and replaced. A worker that fails to boot stops the whole
 //! server with its reason and uvicorn's exit code (3, or 1 for an exception raised by
@@ -79,6 +81,30 @@ const RELOAD_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 const CRASH_LIMIT: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
 
+/// Why a worker is replaced; written in the log line of each replacement.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Cause {
+    Crash,
+    Timeout,
+    MaxRequests,
+    Lifetime,
+    Rss,
+    Hup,
+}
+
+impl Cause {
+    fn name(self) -> &'static str {
+        match self {
+            Cause::Crash => "crash",
+            Cause::Timeout => "timeout",
+            Cause::MaxRequests => "max-requests",
+            Cause::Lifetime => "lifetime",
+            Cause::Rss => "rss",
+            Cause::Hup => "hup",
+        }
+    }
+}
+
 /// Something that happened to one worker, reported to the arbiter's loop.
 enum WorkerEvent {
     Message(u64, ToMaster),
@@ -98,6 +124,12 @@ struct Worker {
     /// Given up while booting (--reload): its failure is already reported or its code
     /// outdated, so neither its boot failure nor its exit needs a line of its own.
     quiet_exit: bool,
+    /// Killed because its event loop was blocked (its exit is a "timeout", not a crash).
+    timed_out: bool,
+    /// --workers-lifetime (with this worker's jitter) ends here.
+    lifetime_ends: Option<Instant>,
+    /// Consecutive RSS samples over --workers-max-rss.
+    rss_over: u32,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -142,6 +174,8 @@ struct Arbiter {
     crashes: VecDeque<Instant>,
     /// This master is PID 1 and reaps the orphans the kernel hands it.
     init: bool,
+    /// When the workers' RSS was last sampled (--workers-max-rss).
+    rss_sampled: Instant,
 }
 
 /// Entry point of the master: bind, spawn, supervise; returns the process exit code.
@@ -248,6 +282,7 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
             told_stopping: false,
             crashes: VecDeque::new(),
             init: reaper::is_init(),
+            rss_sampled: Instant::now(),
         };
         arbiter.main_loop(events_rx).await
     });
@@ -355,13 +390,8 @@ impl Arbiter {
                 }
             }
             WorkerEvent::Message(key, ToMaster::Recycle) => {
-                if let Some(w) = self.workers.get(&key) {
-                    if !w.retiring && !self.to_replace.contains(&key) {
-                        info!("Worker [{}] reached --max-requests; replacing it", w.pid);
-                        self.to_replace.push_back(key);
-                        self.replace_next().await;
-                    }
-                }
+                self.recycle(key, Cause::MaxRequests, "reached --max-requests")
+                    .await;
             }
             WorkerEvent::Exited(key, status) => self.on_exit(key, status).await,
         }
@@ -445,10 +475,16 @@ impl Arbiter {
             self.stop(false).await;
             return;
         }
+        let cause = if worker.timed_out {
+            Cause::Timeout
+        } else {
+            Cause::Crash
+        };
         error!(
-            "Worker [{}] {}; starting a new one",
+            "Worker [{}] {}; starting a new one (cause: {})",
             worker.pid,
-            describe(status)
+            describe(status),
+            cause.name()
         );
         if let Some((new, Some(old))) = self.replacing {
             if old == key {
@@ -625,10 +661,34 @@ impl Arbiter {
         ));
         for (key, w) in &self.workers {
             if !w.retiring && !self.to_replace.contains(key) {
+                info!(
+                    "Replacing worker [{}] (cause: {})",
+                    w.pid,
+                    Cause::Hup.name()
+                );
                 self.to_replace.push_back(*key);
             }
         }
         self.replace_next().await;
+    }
+
+    /// Queue one worker for a rolling replacement (--max-requests, --workers-lifetime,
+    /// --workers-max-rss); `why` completes "Worker [pid] ...".
+    async fn recycle(&mut self, key: u64, cause: Cause, why: &str) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(w) = self.workers.get(&key) {
+            if !w.retiring && !self.to_replace.contains(&key) {
+                info!(
+                    "Worker [{}] {why}; replacing it (cause: {})",
+                    w.pid,
+                    cause.name()
+                );
+                self.to_replace.push_back(key);
+                self.replace_next().await;
+            }
+        }
     }
 
     /// Start the replacement of the next queued worker, unless one is in progress.
@@ -807,8 +867,10 @@ impl Arbiter {
         wait.map(|w| Instant::now() + w)
     }
 
-    /// Kill workers past their deadline, and dump and kill those whose loop is stuck.
+    /// Kill workers past their deadline, and dump and kill those whose loop is stuck;
+    /// queue the replacement of those past --workers-lifetime or --workers-max-rss.
     async fn check_deadlines(&mut self) {
+        self.check_recycling().await;
         let now = Instant::now();
         let timeout = Duration::from_secs_f64(self.config.timeout.max(0.0));
         for w in self.workers.values_mut() {
@@ -832,8 +894,61 @@ impl Arbiter {
                 );
                 let _ = w.control.write_all(&encode(&ToWorker::DumpStacks)).await;
                 w.kill_at = Some((now + DUMP_GRACE, "its event loop is blocked"));
+                w.timed_out = true;
             }
         }
+    }
+
+    /// --workers-lifetime and --workers-max-rss: find the serving workers due for a
+    /// replacement. Only ready workers count: one still booting is no candidate, and a
+    /// replacement is never replaced before it has served.
+    async fn check_recycling(&mut self) {
+        let now = Instant::now();
+        let mut due: Vec<(u64, Cause, String)> = Vec::new();
+        for (key, w) in &self.workers {
+            if w.ready && !w.retiring && w.lifetime_ends.is_some_and(|at| now >= at) {
+                due.push((*key, Cause::Lifetime, "reached --workers-lifetime".into()));
+            }
+        }
+        let rss_limit = self.config.recycling.workers_max_rss;
+        if let Some(limit_mib) = rss_limit {
+            let every = Duration::from_secs_f64(self.config.recycling.workers_max_rss_interval);
+            if now.duration_since(self.rss_sampled) >= every {
+                self.rss_sampled = now;
+                let samples = self.config.recycling.workers_max_rss_samples;
+                let limit = limit_mib * 1024 * 1024;
+                for (key, w) in self.workers.iter_mut() {
+                    if !w.ready || w.retiring {
+                        continue;
+                    }
+                    let Some(rss) = crate::recycling::rss::resident_bytes(w.pid) else {
+                        continue;
+                    };
+                    w.rss_over = if rss > limit { w.rss_over + 1 } else { 0 };
+                    if w.rss_over >= samples && !due.iter().any(|(k, _, _)| k == key) {
+                        let why = format!(
+                            "uses {} MiB, over --workers-max-rss {limit_mib} MiB in {} \
+                             sample(s) in a row",
+                            rss / (1024 * 1024),
+                            w.rss_over
+                        );
+                        due.push((*key, Cause::Rss, why));
+                    }
+                }
+            }
+        }
+        for (key, cause, why) in due {
+            self.recycle(key, cause, &why).await;
+        }
+    }
+
+    /// This worker's --workers-lifetime plus its share of the jitter, from now.
+    fn lifetime_for_one(&self) -> Option<Instant> {
+        let options = &self.config.recycling;
+        let base = options.workers_lifetime?;
+        let jitter =
+            options.workers_lifetime_jitter * crate::recycling::options::spread(self.next_key);
+        Some(Instant::now() + Duration::from_secs_f64(base + jitter))
     }
 
     /// Start one worker and hand it its boot message. None if the interpreter itself
@@ -856,6 +971,7 @@ impl Arbiter {
                 return None;
             }
         };
+        let lifetime_ends = self.lifetime_for_one();
         let key = self.next_key;
         self.next_key += 1;
         let mut child = spawned.child;
@@ -914,6 +1030,9 @@ impl Arbiter {
                 last_heartbeat: Instant::now(),
                 kill_at: None,
                 quiet_exit: false,
+                timed_out: false,
+                lifetime_ends,
+                rss_over: 0,
             },
         );
         info!("Booting worker [{pid}]");

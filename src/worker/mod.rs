@@ -354,6 +354,10 @@ impl WorkerCore {
                 std::time::Duration::from_secs_f64(c.timeout_keep_alive),
             ),
             health: self.health.clone(),
+            bounds: crate::recycling::conn_budget::ConnBounds::new(
+                &c.recycling,
+                std::time::Duration::from_secs_f64(c.timeout_keep_alive),
+            ),
         }))
     }
 }
