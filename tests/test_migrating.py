@@ -5,8 +5,8 @@ a new row is one line of the document.
 
 Each command runs as written, with `main:app` replaced by tests/apps/cli_app.py
 (`main:wsgi` by its WSGI app), every port by a free one, unix socket paths and `--fd`
-numbers by the test's own, from a directory holding the files the commands name (.env, ferrocorn.toml, cert.pem, log
-configs, ...).
+numbers by the test's own, from a directory holding the files the commands name (.env,
+ferrocorn.toml, cert.pem, log configs, ...).
 """
 
 from __future__ import annotations
