@@ -103,6 +103,22 @@ class Worker:
         self.core.heartbeat()
         asyncio.get_running_loop().call_later(HEARTBEAT_SECONDS, self.heartbeat)
 
+    async def serve_until_stopped(self) -> str:
+        """Serving has started: tell the master we're ready, heartbeat, and wait for its
+        order ("stop" or "quit"); then stop accepting. The same for ASGI and WSGI."""
+        if self.config.get("check_report"):
+            # `ferrocorn check`: the contract probe, as app code would run, before ready.
+            from ferrocorn import _check
+
+            await _check.run_in_worker(self.config["check_report"])
+        self.core.ready()
+        self.heartbeat()
+        order = await self.stop_order
+        if order == "stop":
+            self.log("info", f"Shutting down worker [{os.getpid()}]")
+        self.core.begin_shutdown()
+        return order
+
     async def main_wsgi(self, app: Any) -> int:
         """A WSGI app: the requests run on the pool's threads; this loop (the main
         thread) only heartbeats and takes the master's orders."""
@@ -112,17 +128,8 @@ class Worker:
         fd, pool = self.core.serve_wsgi(app, self.on_control)
         loop.add_reader(fd, self.core.drain)
         threads = _wsgi.start_threads(pool, self.config["threads"])
-        if self.config.get("check_report"):
-            from ferrocorn import _check
-
-            await _check.run_in_worker(self.config["check_report"])
-        self.core.ready()
-        self.heartbeat()
-        order = await self.stop_order
+        order = await self.serve_until_stopped()
         pid = os.getpid()
-        if order == "stop":
-            self.log("info", f"Shutting down worker [{pid}]")
-        self.core.begin_shutdown()
         if order == "stop":
             try:
                 await asyncio.wait_for(
@@ -172,19 +179,8 @@ class Worker:
             )
         fd = self.core.serve(loop, requests, lifespan.state, self.on_control, (route, access))
         loop.add_reader(fd, self.core.drain)
-        if self.config.get("check_report"):
-            # `ferrocorn check`: the contract probe, as app code would run, before ready.
-            from ferrocorn import _check
-
-            await _check.run_in_worker(self.config["check_report"])
-        self.core.ready()
-        self.heartbeat()
-
-        order = await self.stop_order
+        order = await self.serve_until_stopped()
         pid = os.getpid()
-        if order == "stop":
-            self.log("info", f"Shutting down worker [{pid}]")
-        self.core.begin_shutdown()
         timeout = self.config.get("timeout_graceful_shutdown")
         if order == "stop":
             try:

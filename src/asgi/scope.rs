@@ -255,8 +255,8 @@ fn tls_extension<'py>(py: Python<'py>, tls: &crate::tls::TlsInfo) -> PyResult<Bo
 
 /// The path and query of a request-target; absolute-form targets
 /// ("http://host/p?q") give their path, "*" stays "*". A `#fragment` (which clients
-/// should not send) belongs to neither.
-fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+/// should not send) belongs to neither. The WSGI environ splits targets the same way.
+pub(crate) fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     let mut rest = match target.iter().position(|&b| b == b'#') {
         Some(f) => &target[..f],
         None => target,
@@ -264,10 +264,13 @@ fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     if !rest.starts_with(b"/") && !rest.starts_with(b"*") {
         if let Some(scheme_end) = rest.windows(3).position(|w| w == b"://") {
             let after = &rest[scheme_end + 3..];
-            rest = after
-                .iter()
-                .position(|&b| b == b'/' || b == b'?')
-                .map_or(&b"/"[..], |p| &after[p..]);
+            // An absolute-form target with no path ("http://host" or "http://host?q")
+            // asks for "/" (RFC 9112 3.2.2).
+            match after.iter().position(|&b| b == b'/' || b == b'?') {
+                Some(p) if after[p] == b'/' => rest = &after[p..],
+                Some(p) => return (b"/", Some(&after[p + 1..])),
+                None => return (b"/", None),
+            }
         }
     }
     match rest.iter().position(|&b| b == b'?') {
@@ -312,4 +315,18 @@ fn method<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
         _ => return PyString::new(py, m.as_str()),
     };
     s.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_target;
+
+    #[test]
+    fn targets_split_into_path_and_query() {
+        assert_eq!(split_target(b"/a?b=1"), (&b"/a"[..], Some(&b"b=1"[..])));
+        assert_eq!(split_target(b"http://h/x?y"), (&b"/x"[..], Some(&b"y"[..])));
+        assert_eq!(split_target(b"http://h?y"), (&b"/"[..], Some(&b"y"[..])));
+        assert_eq!(split_target(b"/p#frag"), (&b"/p"[..], None));
+        assert_eq!(split_target(b"*"), (&b"*"[..], None));
+    }
 }

@@ -4,6 +4,7 @@
 
 use super::response::FileWrapper;
 use crate::asgi::exchange::RequestHead;
+use crate::asgi::scope::split_target;
 use http::{HeaderName, Method, Version};
 use percent_encoding::percent_decode;
 use pyo3::intern;
@@ -202,27 +203,6 @@ fn method<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
     s.clone()
 }
 
-/// The path and query of a request-target (absolute-form gives its path).
-fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
-    let mut rest = match target.iter().position(|&b| b == b'#') {
-        Some(f) => &target[..f],
-        None => target,
-    };
-    if !rest.starts_with(b"/") && !rest.starts_with(b"*") {
-        if let Some(scheme_end) = rest.windows(3).position(|w| w == b"://") {
-            let after = &rest[scheme_end + 3..];
-            rest = after
-                .iter()
-                .position(|&b| b == b'/' || b == b'?')
-                .map_or(&b"/"[..], |p| &after[p..]);
-        }
-    }
-    match rest.iter().position(|&b| b == b'?') {
-        Some(q) => (&rest[..q], Some(&rest[q + 1..])),
-        None => (rest, None),
-    }
-}
-
 /// `wsgi.errors`: what the app writes goes to the error log, a line at a time.
 #[pyclass(frozen, module = "ferrocorn._ferrocorn")]
 pub struct ErrorStream;
@@ -255,12 +235,5 @@ mod tests {
     fn latin1_maps_each_byte_to_one_char() {
         assert_eq!(latin1(b"/caf\xe9"), "/caf\u{e9}");
         assert_eq!(latin1(b"\xff\x00"), "\u{ff}\u{0}");
-    }
-
-    #[test]
-    fn targets_split_into_path_and_query() {
-        assert_eq!(split_target(b"/a?b=1"), (&b"/a"[..], Some(&b"b=1"[..])));
-        assert_eq!(split_target(b"http://h/x?y"), (&b"/x"[..], Some(&b"y"[..])));
-        assert_eq!(split_target(b"/p#frag"), (&b"/p"[..], None));
     }
 }
