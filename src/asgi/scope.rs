@@ -303,7 +303,8 @@ fn http_version(py: Python<'_>, v: Version) -> &Bound<'_, PyString> {
     }
 }
 
-fn method<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
+/// The method as an interned string (the common ones); the WSGI environ uses it too.
+pub(crate) fn method<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
     let s = match *m {
         Method::GET => intern!(py, "GET"),
         Method::POST => intern!(py, "POST"),

@@ -4,8 +4,8 @@
 
 use super::response::FileWrapper;
 use crate::asgi::exchange::RequestHead;
-use crate::asgi::scope::split_target;
-use http::{HeaderName, Method, Version};
+use crate::asgi::scope::{method, split_target};
+use http::{HeaderName, Version};
 use percent_encoding::percent_decode;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -187,20 +187,6 @@ fn header_key<'py>(
         cache.insert(name.clone(), key.clone().unbind());
     }
     key
-}
-
-fn method<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
-    let s = match *m {
-        Method::GET => intern!(py, "GET"),
-        Method::POST => intern!(py, "POST"),
-        Method::PUT => intern!(py, "PUT"),
-        Method::DELETE => intern!(py, "DELETE"),
-        Method::HEAD => intern!(py, "HEAD"),
-        Method::OPTIONS => intern!(py, "OPTIONS"),
-        Method::PATCH => intern!(py, "PATCH"),
-        _ => return PyString::new(py, m.as_str()),
-    };
-    s.clone()
 }
 
 /// `wsgi.errors`: what the app writes goes to the error log, a line at a time.
