@@ -197,3 +197,19 @@ def raw_exchange(sock: socket.socket, data: bytes, wait: float = 1.0) -> bytes:
     except ConnectionResetError:
         chunks.append(b"<RST>")
     return b"".join(chunks)
+
+
+def plain_python_contract() -> dict:
+    """What tests/apps/contract_probe.py reports under plain `python`: the reference
+    the contract tests compare every worker with."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "contract_probe.py"],
+        cwd=APPS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(out.stdout)

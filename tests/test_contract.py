@@ -2,17 +2,14 @@
 would see under plain `python`. The same probes run under `python` and inside ferrocorn
 workers (1 and 2 workers, and again after a rolling restart) and must agree."""
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from tests.server import APPS_DIR, Server
+from tests.server import Server, plain_python_contract
 
 # glibc reserves signals 32 and 33 for itself; whether they are ignored depends on how
 # the test runner was started, which plain python inherits and ferrocorn resets.
@@ -28,15 +25,7 @@ PROBES = [
 
 @pytest.fixture(scope="module")
 def plain():
-    out = subprocess.run(
-        [sys.executable, "contract_probe.py"],
-        cwd=APPS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(out.stdout)
+    return plain_python_contract()
 
 
 def assert_same_ignored(ours: list[int], plain: list[int]) -> None:

@@ -19,7 +19,7 @@ import time
 import httpx
 import pytest
 
-from tests.server import APPS_DIR, Server, children_of
+from tests.server import Server, children_of, plain_python_contract
 
 PROBES = ("--health-path", "/healthz", "--ready-path", "/readyz")
 
@@ -484,16 +484,7 @@ def test_pid1_reaps_orphans_but_never_a_workers_child():
 
 @needs_pid_namespace
 def test_pid1_keeps_the_plain_python_contract():
-    plain = json.loads(
-        subprocess.run(
-            [sys.executable, "contract_probe.py"],
-            cwd=APPS_DIR,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-    )
+    plain = plain_python_contract()
     with as_pid1("contract_probe:app", "--workers", "2", "--lifespan", "on") as s:
         s.wait_for_log("Running as PID 1")
         with httpx.Client(base_url=s.url, timeout=60, trust_env=False) as client:

@@ -1,13 +1,10 @@
 """--reload against real servers: a small app copied into a temporary directory is
 edited while the server runs, and what clients get back is checked."""
 
-import json
 import shutil
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +13,7 @@ import httpx
 import pytest
 from ferrocorn import _options
 
-from tests.server import APPS_DIR, Server, alive
+from tests.server import APPS_DIR, Server, alive, plain_python_contract
 
 APP = """\
 import asyncio
@@ -470,15 +467,7 @@ class AfterReload:
 
 
 def _plain_results() -> dict:
-    out = subprocess.run(
-        [sys.executable, "contract_probe.py"],
-        cwd=APPS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(out.stdout)
+    return plain_python_contract()
 
 
 def test_without_reload_a_boot_failure_still_stops_the_server(project):
