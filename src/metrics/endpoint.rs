@@ -83,18 +83,26 @@ async fn answer(mut stream: tokio::net::TcpStream, fleet: Arc<Mutex<Fleet>>) {
             return;
         }
     }
+    let out = reply(&head, || {
+        fleet
+            .lock()
+            .unwrap()
+            .render(crate::recycling::rss::resident_bytes)
+    });
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The answer to a request head; `render` makes the exposition.
+fn reply(head: &[u8], render: impl FnOnce() -> String) -> Vec<u8> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let method = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    let reply = match (method, path) {
+    match (method, path) {
         (b"GET" | b"HEAD", b"/metrics") => {
-            let body = fleet
-                .lock()
-                .unwrap()
-                .render(crate::recycling::rss::resident_bytes);
-            let mut r = response("200 OK", CONTENT_TYPE, &body);
+            let mut r = response("200 OK", CONTENT_TYPE, &render());
             if method == b"HEAD" {
                 let end = r
                     .windows(4)
@@ -110,9 +118,7 @@ async fn answer(mut stream: tokio::net::TcpStream, fleet: Arc<Mutex<Fleet>>) {
             "text/plain",
             "Method Not Allowed\n",
         ),
-    };
-    let _ = stream.write_all(&reply).await;
-    let _ = stream.shutdown().await;
+    }
 }
 
 fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
@@ -129,4 +135,27 @@ fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
     out.push_str("\r\n");
     out.push_str(body);
     out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(head: &str) -> String {
+        String::from_utf8(reply(head.as_bytes(), || "a 1\n".into())).unwrap()
+    }
+
+    #[test]
+    fn answers_metrics_and_nothing_else() {
+        let ok = text("GET /metrics?x=1 HTTP/1.1\r\nhost: a\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(ok.contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+        assert!(ok.contains("content-length: 4\r\n"));
+        assert!(ok.ends_with("\r\n\r\na 1\n"));
+        let head = text("HEAD /metrics HTTP/1.1\r\n\r\n");
+        assert!(head.contains("content-length: 4\r\n") && head.ends_with("\r\n\r\n"));
+        assert!(text("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        let post = text("POST /metrics HTTP/1.1\r\n\r\n");
+        assert!(post.starts_with("HTTP/1.1 405 ") && post.contains("allow: GET, HEAD\r\n"));
+    }
 }

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_METRICS_PORT: u16 = 9090;
 
-#[derive(Args, Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct MetricsOptions {
     /// Serve Prometheus metrics (GET /metrics) from the master process on its own
     /// port, summed over every worker.
-    #[arg(long, default_value_t = false)]
+    #[arg(long)]
     pub metrics: bool,
 
     /// Address the metrics listener binds (with --metrics).

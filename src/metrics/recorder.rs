@@ -171,9 +171,10 @@ impl RequestMetrics {
         r.request_bytes.fetch_add(received, Relaxed);
         r.response_bytes.fetch_add(sent, Relaxed);
         if (100..600).contains(&self.status) {
+            // The histogram first: a report never shows more requests than durations.
+            r.duration.observe(self.arrived.elapsed());
             let class = usize::from(self.status / 100 - 1);
             r.requests[self.series + class].fetch_add(1, Relaxed);
-            r.duration.observe(self.arrived.elapsed());
         }
     }
 }
