@@ -326,3 +326,31 @@ def test_metrics_options_are_checked():
         done = run_to_exit(APP, "--metrics", "--metrics-port", port)
         assert done.returncode == 1, done.stderr
         assert "metrics listener" in done.stderr
+
+
+def test_the_documented_command_line_and_scrape_config():
+    yaml = pytest.importorskip("yaml")
+    from tests.test_docs import ROOT, parse
+
+    files = {b.attrs["file"]: b.text for b in parse(ROOT / "docs" / "deployment.md")
+             if "file" in b.attrs}
+    args = files["serve-with-metrics.sh"].split()
+    assert args[:2] == ["ferrocorn", "main:app"]
+    config = yaml.safe_load(files["prometheus.yml"])
+    job = config["scrape_configs"][0]
+    target = job["static_configs"][0]["targets"][0]
+    path = job.get("metrics_path", "/metrics")
+    # The target is the documented metrics port, not the app's.
+    assert target.rsplit(":", 1)[1] == args[args.index("--metrics-port") + 1]
+    assert path == "/metrics"
+    # The same options, on this machine's free ports and loopback.
+    options = args[2:]
+    options[options.index("--metrics-port") + 1] = "0"
+    options[options.index("--metrics-address") + 1] = "127.0.0.1"
+    options[options.index("--workers") + 1] = "2"
+    with Server(APP, "--no-access-log", *options) as server:
+        url = metrics_url(server)
+        assert url.endswith(path)
+        httpx.get(f"{server.url}/status/200")
+        samples = wait_for(url, lambda s: total_requests(s) == 1)
+        assert value(samples, "ferrocorn_workers") == 2
