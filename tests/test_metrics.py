@@ -144,10 +144,11 @@ def test_counts_match_a_known_load_over_http1_http2_and_websocket():
                     # Kept-alive HTTP/1.1 (idle now), HTTP/2 and the WebSocket, all open.
                     return wait_for(
                         url,
-                        lambda s: value(s, "ferrocorn_connections_open", protocol="websocket")
-                        == 1
-                        and value(s, "ferrocorn_connections_open", protocol="http2") >= 1
-                        and value(s, "ferrocorn_connections_idle") >= 1,
+                        lambda s: (
+                            value(s, "ferrocorn_connections_open", protocol="websocket") == 1
+                            and value(s, "ferrocorn_connections_open", protocol="http2") >= 1
+                            and value(s, "ferrocorn_connections_idle") >= 1
+                        ),
                     )
 
                 during = asyncio.run(websocket_open_during(while_everything_is_open))
@@ -158,10 +159,12 @@ def test_counts_match_a_known_load_over_http1_http2_and_websocket():
         # observation: wait for a report that has all of them.
         samples = wait_for(
             url,
-            lambda s: total_requests(s) >= total
-            and value(s, "ferrocorn_http_request_duration_seconds_count") >= total
-            and value(s, "ferrocorn_http_request_queue_seconds_count") >= total
-            and value(s, "ferrocorn_connections_open", protocol="websocket") == 0,
+            lambda s: (
+                total_requests(s) >= total
+                and value(s, "ferrocorn_http_request_duration_seconds_count") >= total
+                and value(s, "ferrocorn_http_request_queue_seconds_count") >= total
+                and value(s, "ferrocorn_connections_open", protocol="websocket") == 0
+            ),
         )
         # Exactly the load that was sent: a WebSocket is a connection, not a request.
         assert requests_by_series(samples) == expected
@@ -172,11 +175,17 @@ def test_counts_match_a_known_load_over_http1_http2_and_websocket():
         assert value(samples, "ferrocorn_http_requests_in_flight") == 0
         assert value(samples, "ferrocorn_workers") == 2
         for worker in ("0", "1"):
-            rss = [v for (n, labels), v in samples.items()
-                   if n == "ferrocorn_worker_rss_bytes" and dict(labels)["worker"] == worker]
+            rss = [
+                v
+                for (n, labels), v in samples.items()
+                if n == "ferrocorn_worker_rss_bytes" and dict(labels)["worker"] == worker
+            ]
             assert len(rss) == 1 and rss[0] > 1024 * 1024, samples
-            lag = [v for (n, labels), v in samples.items()
-                   if n == "ferrocorn_event_loop_lag_seconds" and dict(labels)["worker"] == worker]
+            lag = [
+                v
+                for (n, labels), v in samples.items()
+                if n == "ferrocorn_event_loop_lag_seconds" and dict(labels)["worker"] == worker
+            ]
             assert len(lag) == 1 and 0 <= lag[0] < 5.0, samples
         # Every restart cause is listed, at 0.
         for cause in ("crash", "timeout", "max-requests", "lifetime", "rss", "hup"):
@@ -230,8 +239,10 @@ def test_restarts_by_cause_and_counters_never_go_backwards():
         server.signal(signal.SIGHUP)
         server.wait_for_workers(1, exclude=old)
         after_hup = scrape_and_keep(
-            lambda s: value(s, "ferrocorn_worker_restarts_total", cause="hup") == 1
-            and value(s, "ferrocorn_workers") == 1
+            lambda s: (
+                value(s, "ferrocorn_worker_restarts_total", cause="hup") == 1
+                and value(s, "ferrocorn_workers") == 1
+            )
         )
         # The replaced worker's requests are still counted.
         assert total_requests(after_hup) == 10
@@ -244,9 +255,11 @@ def test_restarts_by_cause_and_counters_never_go_backwards():
                 history.append(scrape(url))
         server.wait_for_workers(1, exclude=before)
         final = scrape_and_keep(
-            lambda s: value(s, "ferrocorn_worker_restarts_total", cause="max-requests") == 1
-            and total_requests(s) == 35
-            and value(s, "ferrocorn_http_request_duration_seconds_count") == 35
+            lambda s: (
+                value(s, "ferrocorn_worker_restarts_total", cause="max-requests") == 1
+                and total_requests(s) == 35
+                and value(s, "ferrocorn_http_request_duration_seconds_count") == 35
+            )
         )
         assert value(final, "ferrocorn_worker_restarts_total", cause="hup") == 1
         assert value(final, "ferrocorn_worker_restarts_total", cause="crash") == 0
@@ -255,7 +268,7 @@ def test_restarts_by_cause_and_counters_never_go_backwards():
 
         # No counter ever went down from one scrape to the next.
         counters = ("_total", "_bucket", "_count", "_sum")
-        for earlier, later in zip(history, history[1:]):
+        for earlier, later in zip(history, history[1:], strict=False):
             for key, v in earlier.items():
                 if key[0].endswith(counters):
                     assert later.get(key, 0.0) >= v, (key, v, later.get(key))
@@ -271,8 +284,10 @@ def test_wsgi_requests_are_counted():
             assert client.post("/status/503", content=b"abc").status_code == 503
         samples = wait_for(
             url,
-            lambda s: total_requests(s) >= 5
-            and value(s, "ferrocorn_http_request_queue_seconds_count") >= 5,
+            lambda s: (
+                total_requests(s) >= 5
+                and value(s, "ferrocorn_http_request_queue_seconds_count") >= 5
+            ),
         )
         assert requests_by_series(samples) == {
             ("http1", "GET", "2xx"): 4,
@@ -332,8 +347,9 @@ def test_the_documented_command_line_and_scrape_config():
     yaml = pytest.importorskip("yaml")
     from tests.test_docs import ROOT, parse
 
-    files = {b.attrs["file"]: b.text for b in parse(ROOT / "docs" / "deployment.md")
-             if "file" in b.attrs}
+    files = {
+        b.attrs["file"]: b.text for b in parse(ROOT / "docs" / "deployment.md") if "file" in b.attrs
+    }
     args = files["serve-with-metrics.sh"].split()
     assert args[:2] == ["ferrocorn", "main:app"]
     config = yaml.safe_load(files["prometheus.yml"])
