@@ -28,6 +28,13 @@ ACCESS_LOG_SERVERS = {
     "ferrocorn-access": ["--access-log"],
     "ferrocorn-access-json": ["--access-log-json"],
 }
+# What --metrics costs, run only when named (--servers ferrocorn-noaccess,ferrocorn-metrics):
+# the same server counting every request for Prometheus (the metrics port is picked by
+# the OS and nobody scrapes it during the run; a scrape costs the master, not a worker).
+METRICS_SERVERS = {
+    "ferrocorn-metrics": ["--no-access-log", "--metrics", "--metrics-port", "0"],
+}
+ACCESS_LOG_SERVERS.update(METRICS_SERVERS)
 ACCESS_LOG_WORKLOADS = {"hello", "fastapi", "hello2w"}
 KNOWN_SERVERS = (*ALL_SERVERS, *ACCESS_LOG_SERVERS)
 # ferrocorn's opt-in request runners (--task-impl runner), measured where they differ:

@@ -354,6 +354,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub recycling: crate::recycling::RecyclingOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub metrics: crate::metrics::MetricsOptions,
 }
 
 impl Config {

@@ -56,6 +56,10 @@ pub enum ToMaster {
     Heartbeat,
     /// The worker served its --max-requests: replace it the rolling way.
     Recycle,
+    /// --metrics: the worker's counters now (with each heartbeat, and once drained).
+    Metrics {
+        snapshot: Box<crate::metrics::snapshot::Snapshot>,
+    },
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {

@@ -152,6 +152,9 @@ OPTIONS: dict[str, Option] = {
         Option("workers_max_rss_interval", VALUE, NUMBER, 2.0),
         Option("workers_lifetime", VALUE, NUMBER),
         Option("workers_lifetime_jitter", VALUE, NUMBER, 0.0),
+        Option("metrics", FLAG, bool, False),
+        Option("metrics_address", VALUE, str, "127.0.0.1"),
+        Option("metrics_port", VALUE, int, 9090),
     ]
 }
 

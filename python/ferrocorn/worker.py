@@ -100,7 +100,7 @@ class Worker:
             self.drained.set_result(None)
 
     def heartbeat(self) -> None:
-        self.core.heartbeat()
+        self.core.heartbeat(HEARTBEAT_SECONDS)
         asyncio.get_running_loop().call_later(HEARTBEAT_SECONDS, self.heartbeat)
 
     async def serve_until_stopped(self) -> str:

@@ -113,6 +113,9 @@ impl Dispatcher {
         py: Python<'_>,
         head: &super::exchange::RequestHead,
     ) -> PyResult<()> {
+        if let Session::Http(_) = head.session {
+            crate::metrics::recorder::app_called(head.arrived);
+        }
         let scope = self.scopes.build(py, head, self.state.bind(py))?;
         match (&head.session, &self.queue) {
             (Session::Http(exchange), Some(queue)) if !queue.borrow(py).prefers_tasks() => {

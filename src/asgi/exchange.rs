@@ -99,6 +99,8 @@ pub struct RequestHead {
     pub session: Session,
     /// What a trusted proxy's forwarded headers said about this request, if anything.
     pub forwarded: Option<Box<crate::proxy::Forwarded>>,
+    /// When the head was received (only with --metrics: the queueing histogram).
+    pub arrived: Option<std::time::Instant>,
 }
 
 pub struct ResponseHead {

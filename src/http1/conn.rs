@@ -71,13 +71,22 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + SendFile + Unpin,
 {
+    let _open = crate::metrics::recorder::connection(crate::metrics::recorder::Protocol::Http1);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut first = true;
     let mut budget = shared.bounds.open();
     let mut clock = Deadline::new(Instant::now() + shared.keep_alive);
     loop {
+        // A served connection waiting for its next request is idle (--metrics).
+        let idle = if first {
+            None
+        } else {
+            crate::metrics::recorder::idle()
+        };
         let next = read_head(&mut io, &mut buf, &shared, &mut shutdown, first, &mut clock);
-        let head = match next.await {
+        let next = next.await;
+        drop(idle);
+        let head = match next {
             Next::Head(h) => h,
             Next::Http2 => return Some((io, buf, Handoff::Http2 { upgrade: None })),
             Next::Close => return None,
@@ -312,6 +321,8 @@ struct Transaction<'a, S> {
     body_sent: u64,
     /// What the access line needs until it is written.
     access: Option<crate::access_log::Entry>,
+    /// --metrics: this request's counters.
+    metrics: Option<crate::metrics::recorder::RequestMetrics>,
     response_ended: bool,
     /// The connection can't be reused (app failure, framing error, client gone).
     broken: bool,
@@ -356,6 +367,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
                 |name| headers.iter().find(|(n, _)| n == name).map(|(_, v)| &v[..]),
             )
         });
+        let metrics = crate::metrics::recorder::RequestMetrics::start(&head.method, false);
         let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, HTTP1_WATER));
         let decoder = match head.framing {
             Framing::Empty => {
@@ -376,6 +388,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             conn: conn.clone(),
             session: Session::Http(ex.clone()),
             forwarded,
+            arrived: metrics.as_ref().map(|m| m.arrived()),
         });
         Transaction {
             io,
@@ -394,6 +407,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             framing: None,
             body_sent: 0,
             access,
+            metrics,
             response_ended: false,
             broken: false,
             finished: false,
@@ -614,6 +628,9 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
         self.ex.disconnect();
         self.broken = true;
         if self.framing.is_none() {
+            if let Some(metrics) = &mut self.metrics {
+                metrics.status(status);
+            }
             write_error_response(self.out.tail(), status, self.shared);
             self.framing = Some(BodyFraming::None);
             self.response_ended = true;
@@ -645,6 +662,9 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
                 {
                     self.shared.bridge.push(Event::Access(record));
                 }
+            }
+            if let Some(metrics) = &mut self.metrics {
+                metrics.status(head.status);
             }
             // A drain or a connection bound reached while the app ran: this is the
             // last response, and it says so.
@@ -903,14 +923,17 @@ impl<S> Drop for Transaction<'_, S> {
         if !self.finished {
             self.ex.disconnect();
         }
+        // A HEAD response's body is counted but never sent.
+        let sent = if self.method == Method::HEAD {
+            0
+        } else {
+            self.body_sent
+        };
         if let Some(log) = &self.shared.access_log {
-            // A HEAD response's body is counted but never sent.
-            let sent = if self.method == Method::HEAD {
-                0
-            } else {
-                self.body_sent
-            };
             log.response_end(&mut self.access, sent);
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.end(self.body_received, sent);
         }
     }
 }

@@ -42,6 +42,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = crate::metrics::recorder::connection(crate::metrics::recorder::Protocol::Http2);
     let settings = shared.http2;
     let read_ahead = match upgrade {
         None => read_ahead,

@@ -79,6 +79,7 @@ pub async fn serve(
             |name| headers.get(name).map(|v| v.as_bytes()),
         )
     });
+    let metrics = crate::metrics::recorder::RequestMetrics::start(&parts.method, true);
     let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, STREAM_WATER));
     let body = if body.is_end_stream() {
         ex.state().body_end = true;
@@ -95,6 +96,7 @@ pub async fn serve(
         conn,
         session: Session::Http(ex.clone()),
         forwarded,
+        arrived: metrics.as_ref().map(|m| m.arrived()),
     })));
     let mut stream = Stream {
         ex,
@@ -109,6 +111,7 @@ pub async fn serve(
         declared: None,
         body_sent: 0,
         access,
+        metrics,
     };
     poll_fn(|cx| stream.poll(cx)).await;
     if let Some(recycle) = &shared.recycle {
@@ -219,14 +222,19 @@ struct Stream<'a> {
     body_sent: u64,
     /// What the access line needs until it is written.
     access: Option<crate::access_log::Entry>,
+    /// --metrics: this request's counters.
+    metrics: Option<crate::metrics::recorder::RequestMetrics>,
 }
 
 impl Drop for Stream<'_> {
     fn drop(&mut self) {
+        // A HEAD response's body is counted but never sent.
+        let sent = if self.head_request { 0 } else { self.body_sent };
         if let Some(log) = &self.shared.access_log {
-            // A HEAD response's body is counted but never sent.
-            let sent = if self.head_request { 0 } else { self.body_sent };
             log.response_end(&mut self.access, sent);
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.end(self.body_received, sent);
         }
     }
 }
@@ -332,6 +340,9 @@ impl Stream<'_> {
             if let Some(record) = log.response_head(&mut self.access, head.status, &head.headers) {
                 self.shared.bridge.push(Event::Access(record));
             }
+        }
+        if let Some(metrics) = &mut self.metrics {
+            metrics.status(head.status);
         }
         let mut response = Response::new(());
         *response.status_mut() = head.status;

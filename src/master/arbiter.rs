@@ -36,11 +36,13 @@ use super::spawn::{spawn_worker, PythonLaunch};
 use crate::config::Config;
 use crate::control::{encode, ToMaster, ToWorker};
 use crate::deploy::{activation, advice, health::LOOP_STALLED, notify, reaper};
+use crate::metrics::fleet::Fleet;
 use crate::{error, info, warn};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
@@ -176,6 +178,8 @@ struct Arbiter {
     init: bool,
     /// When the workers' RSS was last sampled (--workers-max-rss).
     rss_sampled: Instant,
+    /// --metrics: what the metrics listener serves, kept up to date here.
+    fleet: Option<Arc<Mutex<Fleet>>>,
 }
 
 /// Entry point of the master: bind, spawn, supervise; returns the process exit code.
@@ -254,12 +258,31 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
             return EXIT_FAILURE;
         }
     }
+    let metrics_listener = if config.metrics.metrics {
+        match crate::metrics::endpoint::bind(&config.metrics) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                error!("{e}");
+                return EXIT_FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let pid_file = config.pid.clone();
     let code = runtime.block_on(async move {
+        let fleet = metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                info!("Metrics on http://{addr}/metrics");
+            }
+            let fleet = Arc::new(Mutex::new(Fleet::default()));
+            tokio::spawn(crate::metrics::endpoint::serve(listener, fleet.clone()));
+            fleet
+        });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut arbiter = Arbiter {
             target: config.workers.max(1),
@@ -283,6 +306,7 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
             crashes: VecDeque::new(),
             init: reaper::is_init(),
             rss_sampled: Instant::now(),
+            fleet,
         };
         arbiter.main_loop(events_rx).await
     });
@@ -359,6 +383,7 @@ impl Arbiter {
                 _ = tick.tick() => {
                     self.check_deadlines().await;
                     self.reap_orphans();
+                    self.sync_fleet();
                 }
                 _ = sigchld.recv(), if self.init => self.reap_orphans(),
                 _ = watchdog.tick(), if watchdog_every.is_some() => self.feed_watchdog(),
@@ -389,6 +414,11 @@ impl Arbiter {
                     w.last_heartbeat = Instant::now();
                 }
             }
+            WorkerEvent::Message(key, ToMaster::Metrics { snapshot }) => {
+                if let Some(fleet) = &self.fleet {
+                    fleet.lock().unwrap().report(key, *snapshot);
+                }
+            }
             WorkerEvent::Message(key, ToMaster::Recycle) => {
                 self.recycle(key, Cause::MaxRequests, "reached --max-requests")
                     .await;
@@ -410,6 +440,7 @@ impl Arbiter {
             return; // Told to go while it booted (--reload saw another change).
         }
         info!("Worker ready [{}]", w.pid);
+        self.sync_fleet();
         let mut serving = self.workers.values().filter(|w| !w.retiring);
         if self.phase == Phase::Booting && serving.all(|w| w.ready) {
             self.phase = Phase::Running;
@@ -444,6 +475,9 @@ impl Arbiter {
         let Some(worker) = self.workers.remove(&key) else {
             return;
         };
+        if let Some(fleet) = &self.fleet {
+            fleet.lock().unwrap().worker_exited(key);
+        }
         self.to_replace.retain(|k| *k != key);
         if worker.retiring || self.phase == Phase::Stopping {
             if !status.success() && !worker.quiet_exit {
@@ -486,6 +520,7 @@ impl Arbiter {
             describe(status),
             cause.name()
         );
+        self.count_restart(cause);
         if let Some((new, Some(old))) = self.replacing {
             if old == key {
                 // The worker being replaced died: its replacement simply takes over.
@@ -666,6 +701,9 @@ impl Arbiter {
                     w.pid,
                     Cause::Hup.name()
                 );
+                if let Some(fleet) = &self.fleet {
+                    fleet.lock().unwrap().restart(Cause::Hup.name());
+                }
                 self.to_replace.push_back(*key);
             }
         }
@@ -685,6 +723,7 @@ impl Arbiter {
                     w.pid,
                     cause.name()
                 );
+                self.count_restart(cause);
                 self.to_replace.push_back(key);
                 self.replace_next().await;
             }
@@ -839,6 +878,23 @@ impl Arbiter {
         let line = encode(&ToWorker::ReopenLogs);
         for w in self.workers.values_mut() {
             let _ = w.control.write_all(&line).await;
+        }
+    }
+
+    /// --metrics: one more replacement for `cause`.
+    fn count_restart(&self, cause: Cause) {
+        if let Some(fleet) = &self.fleet {
+            fleet.lock().unwrap().restart(cause.name());
+        }
+    }
+
+    /// --metrics: which workers serve (ready, not draining), for the workers gauge.
+    fn sync_fleet(&self) {
+        if let Some(fleet) = &self.fleet {
+            let mut fleet = fleet.lock().unwrap();
+            for (key, w) in &self.workers {
+                fleet.set_serving(*key, w.ready && !w.retiring);
+            }
         }
     }
 
@@ -1035,6 +1091,9 @@ impl Arbiter {
                 rss_over: 0,
             },
         );
+        if let Some(fleet) = &self.fleet {
+            fleet.lock().unwrap().worker_started(key, pid);
+        }
         info!("Booting worker [{pid}]");
         Some(key)
     }

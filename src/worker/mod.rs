@@ -41,6 +41,8 @@ pub struct WorkerCore {
     wsgi: Option<Py<WsgiPool>>,
     on_control: Option<PyObject>,
     batch: Vec<bridge::Event>,
+    /// When the loop last ran the heartbeat (event-loop lag, --metrics).
+    last_beat: Option<std::time::Instant>,
 }
 
 fn runtime_error(e: impl std::fmt::Display) -> PyErr {
@@ -77,8 +79,13 @@ impl WorkerCore {
         let health = Arc::new(crate::deploy::health::Health::new(&config.deploy));
         control::spawn_reader(reader, pending, sigterm, bridge.clone(), health.clone())
             .map_err(runtime_error)?;
+        let control = Arc::new(control);
+        if config.metrics.metrics {
+            crate::metrics::recorder::enable(control.clone());
+        }
         Ok(WorkerCore {
-            control: Arc::new(control),
+            control,
+            last_beat: None,
             max_requests,
             config: *config,
             listeners,
@@ -121,7 +128,15 @@ impl WorkerCore {
     /// Tell the master the worker is alive. A WSGI worker whose app has made no
     /// progress on some request for --timeout stays silent instead, so the master
     /// dumps its stacks (that thread's included) and replaces it, as for a stuck loop.
-    fn heartbeat(&self, py: Python<'_>) {
+    /// `interval`: the seconds the loop was asked to wait since the last heartbeat;
+    /// whatever it took beyond that is the event loop's lag (--metrics).
+    #[pyo3(signature = (interval = None))]
+    fn heartbeat(&mut self, py: Python<'_>, interval: Option<f64>) {
+        let now = std::time::Instant::now();
+        if let (Some(last), Some(interval)) = (self.last_beat.replace(now), interval) {
+            let late = now.duration_since(last).as_secs_f64() - interval;
+            crate::metrics::recorder::loop_lag(std::time::Duration::from_secs_f64(late.max(0.0)));
+        }
         if let Some(pool) = &self.wsgi {
             let timeout = self.config.timeout;
             let stall = pool.get().progress.longest_stall().as_secs_f64();
@@ -135,6 +150,7 @@ impl WorkerCore {
         let _ = py;
         self.health.beat();
         self.control.send(&ToMaster::Heartbeat);
+        crate::metrics::recorder::report();
     }
 
     /// Colour the error log's level names (--use-colors, or stderr is a terminal).

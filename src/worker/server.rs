@@ -146,6 +146,9 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watc
     shared.bridge.push(Event::Drained);
     // `serve` ends here and the runtime with it: no flusher task runs after this push.
     shared.bridge.flush();
+    // Every request is counted by now: the master gets the final counts before the
+    // worker exits, so none are lost across a restart.
+    crate::metrics::recorder::report();
 }
 
 impl Connections {

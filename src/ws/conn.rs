@@ -39,6 +39,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let settings = shared.ws.as_ref().expect("WebSockets are enabled");
+    let _open = crate::metrics::recorder::connection(crate::metrics::recorder::Protocol::WebSocket);
     let (guard, _) = InflightGuard::enter(&shared.inflight);
     let session = Arc::new(WsSession::new(
         shared.bridge.clone(),
@@ -60,6 +61,7 @@ pub async fn serve<S>(
         conn: conn.clone(),
         session: Session::WebSocket(session.clone()),
         forwarded,
+        arrived: None,
     })));
 
     let decision = loop {

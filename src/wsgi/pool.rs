@@ -238,6 +238,7 @@ impl WsgiPool {
         if ex.state().disconnected {
             return; // The client left while the request waited in the queue.
         }
+        crate::metrics::recorder::app_called(head.arrived);
         let response = Arc::new(Response::new(
             ex.clone(),
             self.write_timeout,
