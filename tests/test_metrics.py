@@ -370,3 +370,130 @@ def test_the_documented_command_line_and_scrape_config():
         httpx.get(f"{server.url}/status/200")
         samples = wait_for(url, lambda s: total_requests(s) == 1)
         assert value(samples, "ferrocorn_workers") == 2
+
+
+class StatsdCollector:
+    """A UDP statsd collector on loopback: every line received, parsed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.lines: list[str] = []
+        self.datagram_sizes: list[int] = []
+
+    def receive_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                datagram = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            self.datagram_sizes.append(len(datagram))
+            self.lines.extend(datagram.decode().splitlines())
+
+    def counters(self) -> Counter:
+        counts = Counter()
+        for line in self.lines:
+            name, rest = line.split(":", 1)
+            parts = rest.split("|")
+            if parts[1] == "c":
+                counts[name] += int(parts[0])
+        return counts
+
+    def timer_count(self, name: str) -> float:
+        """How many observations a statsd server counts: 1/rate per timer line."""
+        total = 0.0
+        for line in self.lines:
+            line_name, rest = line.split(":", 1)
+            parts = rest.split("|")
+            if line_name == name and parts[1] == "ms":
+                rates = [p for p in parts[2:] if p.startswith("@")]
+                total += 1 / float(rates[0][1:]) if rates else 1
+        return total
+
+    def last_gauge(self, name: str) -> int | None:
+        values = [
+            line.split(":", 1)[1].split("|") for line in self.lines if line.startswith(name + ":")
+        ]
+        gauges = [int(v[0]) for v in values if v[1] == "g"]
+        return gauges[-1] if gauges else None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.timeout(60)
+def test_statsd_sends_gunicorns_names_for_a_known_load():
+    collector = StatsdCollector()
+    try:
+        with Server(
+            APP,
+            "--no-access-log",
+            "--workers",
+            "2",
+            "--statsd-host",
+            collector.address,
+            "--statsd-prefix",
+            "web",
+            "--dogstatsd-tags",
+            "env:test,pod:a",
+        ) as server:
+            sent = Counter()
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                for status, count in ((200, 7), (404, 3), (503, 2)):
+                    for _ in range(count):
+                        assert client.get(f"/status/{status}").status_code == status
+                    sent[status] += count
+                # Over HTTP/2 too: statsd counts every protocol.
+                with httpx.Client(base_url=server.url, http1=False, http2=True) as h2:
+                    for _ in range(4):
+                        assert h2.get("/status/200").status_code == 200
+                    sent[200] += 4
+            # Workers report with their 1 s heartbeat; the master flushes every second.
+            collector.receive_for(3.5)
+        total = sum(sent.values())
+        assert collector.lines, "no statsd datagram arrived"
+        assert all(line.startswith("web.gunicorn.") for line in collector.lines)
+        assert all(line.endswith("|#env:test,pod:a") for line in collector.lines)
+        assert max(collector.datagram_sizes) <= 1400
+        counters = collector.counters()
+        assert counters["web.gunicorn.requests"] == total
+        for status, count in sent.items():
+            assert counters[f"web.gunicorn.request.status.{status}"] == count
+        assert round(collector.timer_count("web.gunicorn.request.duration")) == total
+        assert collector.last_gauge("web.gunicorn.workers") in (0, 1, 2)
+        assert 2 in {
+            int(line.split(":", 1)[1].split("|")[0])
+            for line in collector.lines
+            if line.startswith("web.gunicorn.workers:")
+        }
+    finally:
+        collector.close()
+
+
+def test_statsd_documented_command_line_and_a_collector_that_is_down():
+    from tests.test_docs import ROOT, parse
+
+    files = {
+        b.attrs["file"]: b.text for b in parse(ROOT / "docs" / "deployment.md") if "file" in b.attrs
+    }
+    args = files["serve-with-statsd.sh"].split()
+    assert args[:2] == ["ferrocorn", "main:app"]
+    options = args[2:]
+    options[options.index("--workers") + 1] = "1"
+    # Nothing listens on the collector's port: serving goes on, datagrams are dropped.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    options[options.index("--statsd-host") + 1] = f"127.0.0.1:{port}"
+    with Server(APP, "--no-access-log", *options) as server:
+        for _ in range(3):
+            for _ in range(5):
+                assert httpx.get(f"{server.url}/status/200").status_code == 200
+            time.sleep(1.1)
+        assert "statsd" not in server.stderr_text().lower()
+    done = run_to_exit(APP, "--statsd-host", "no-port-here")
+    assert done.returncode == 1, done.stderr
+    assert "--statsd-host no-port-here" in done.stderr

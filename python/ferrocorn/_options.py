@@ -155,6 +155,9 @@ OPTIONS: dict[str, Option] = {
         Option("metrics", FLAG, bool, False),
         Option("metrics_address", VALUE, str, "127.0.0.1"),
         Option("metrics_port", VALUE, int, 9090),
+        Option("statsd_host", VALUE, str, None),
+        Option("statsd_prefix", VALUE, str, ""),
+        Option("dogstatsd_tags", VALUE, str, ""),
     ]
 }
 

@@ -269,20 +269,31 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
     } else {
         None
     };
+    let statsd = match crate::metrics::statsd::Sender::open(&config.metrics) {
+        Ok(statsd) => statsd,
+        Err(e) => {
+            error!("{e}");
+            return EXIT_FAILURE;
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let pid_file = config.pid.clone();
     let code = runtime.block_on(async move {
-        let fleet = metrics_listener.map(|listener| {
+        // One fleet view feeds both consumers of the workers' counts.
+        let counting = metrics_listener.is_some() || statsd.is_some();
+        let fleet = counting.then(|| Arc::new(Mutex::new(Fleet::default())));
+        if let (Some(listener), Some(fleet)) = (metrics_listener, &fleet) {
             if let Ok(addr) = listener.local_addr() {
                 info!("Metrics on http://{addr}/metrics");
             }
-            let fleet = Arc::new(Mutex::new(Fleet::default()));
             tokio::spawn(crate::metrics::endpoint::serve(listener, fleet.clone()));
-            fleet
-        });
+        }
+        if let (Some(statsd), Some(fleet)) = (statsd, &fleet) {
+            statsd.spawn(fleet.clone());
+        }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut arbiter = Arbiter {
             target: config.workers.max(1),

@@ -67,12 +67,23 @@ impl Fleet {
         }
     }
 
-    /// The whole exposition. `rss` reads a process's resident memory (None: gone).
-    pub fn render(&self, rss: impl Fn(u32) -> Option<u64>) -> String {
+    /// Every counter since the master started, and the live workers' gauges summed.
+    pub fn totals(&self) -> Snapshot {
         let mut total = self.retired.clone();
         for w in self.live.values() {
             total.add_all(&w.last);
         }
+        total
+    }
+
+    /// Workers ready and not draining.
+    pub fn serving(&self) -> usize {
+        self.live.values().filter(|w| w.serving).count()
+    }
+
+    /// The whole exposition. `rss` reads a process's resident memory (None: gone).
+    pub fn render(&self, rss: impl Fn(u32) -> Option<u64>) -> String {
+        let total = self.totals();
         let mut out = String::with_capacity(8 * 1024);
 
         header(
@@ -162,7 +173,7 @@ impl Fleet {
             &mut out,
             "ferrocorn_workers",
             "Workers ready and serving.",
-            self.live.values().filter(|w| w.serving).count() as i64,
+            self.serving() as i64,
         );
         // `worker` numbers the live workers 0.. in start order; `pid` says which
         // process that is now.

@@ -8,12 +8,14 @@
 //! snapshot and folds the counters of workers that exited into a running total, so a
 //! restart never makes a counter go backwards; it adds what only it knows (restarts by
 //! cause, resident memory per worker, worker count) and answers GET /metrics on its own
-//! listener (`endpoint`), so one scrape sees the whole pod.
+//! listener (`endpoint`), so one scrape sees the whole pod. With --statsd-host it also
+//! sends gunicorn's statsd names from the same totals (`statsd`).
 
 pub mod endpoint;
 pub mod fleet;
 pub mod options;
 pub mod recorder;
 pub mod snapshot;
+pub mod statsd;
 
 pub use options::MetricsOptions;

@@ -1,5 +1,5 @@
-//! --metrics, --metrics-address, --metrics-port: their own struct, flattened into
-//! `Config` (the workers read `metrics` from it to know whether to count at all).
+//! --metrics, --metrics-address, --metrics-port and the statsd options: their own
+//! struct, flattened into `Config` (the workers read it to know whether to count).
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -20,4 +20,25 @@ pub struct MetricsOptions {
     /// Port of the metrics listener (with --metrics); 0 picks a free port and logs it.
     #[arg(long, default_value_t = DEFAULT_METRICS_PORT, value_name = "PORT")]
     pub metrics_port: u16,
+
+    /// Send gunicorn's statsd metrics (gunicorn.requests, gunicorn.request.status.N,
+    /// gunicorn.request.duration, gunicorn.workers) to HOST:PORT over UDP, or to
+    /// unix:PATH, once a second from the master.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub statsd_host: Option<String>,
+
+    /// Prefix of every statsd name (with --statsd-host); a dot is added if missing.
+    #[arg(long, default_value = "", value_name = "PREFIX")]
+    pub statsd_prefix: String,
+
+    /// Comma-separated DogStatsD tags added to every statsd line (with --statsd-host).
+    #[arg(long, default_value = "", value_name = "TAGS")]
+    pub dogstatsd_tags: String,
+}
+
+impl MetricsOptions {
+    /// Whether workers count requests at all: only for a consumer of the counts.
+    pub fn counting(&self) -> bool {
+        self.metrics || self.statsd_host.is_some()
+    }
 }

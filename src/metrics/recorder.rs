@@ -9,7 +9,7 @@
 
 use super::snapshot::{
     request_index, HistogramCounts, Snapshot, CONN_PROTOCOLS, DURATION_BOUNDS, METHODS,
-    QUEUE_BOUNDS, REQUEST_SERIES,
+    QUEUE_BOUNDS, REQUEST_SERIES, STATUS_MAX, STATUS_MIN,
 };
 use crate::control::ToMaster;
 use crate::worker::control::ControlChannel;
@@ -77,6 +77,8 @@ pub enum Protocol {
 pub struct Recorder {
     control: Arc<ControlChannel>,
     requests: Box<[AtomicU64]>,
+    /// By exact status code (100..=599), for statsd's gunicorn.request.status.N.
+    statuses: Box<[AtomicU64]>,
     duration: Histogram,
     request_bytes: AtomicU64,
     response_bytes: AtomicU64,
@@ -96,6 +98,9 @@ impl Recorder {
         Recorder {
             control,
             requests: (0..REQUEST_SERIES).map(|_| AtomicU64::new(0)).collect(),
+            statuses: (STATUS_MIN..=STATUS_MAX)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             duration: Histogram::new(&DURATION_BOUNDS),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
@@ -110,6 +115,11 @@ impl Recorder {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             requests: self.requests.iter().map(|c| c.load(Relaxed)).collect(),
+            statuses: (STATUS_MIN..=STATUS_MAX)
+                .zip(self.statuses.iter())
+                .map(|(code, n)| (code, n.load(Relaxed)))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
             duration: self.duration.counts(),
             queue: self.queue.0.counts(),
             request_bytes: self.request_bytes.load(Relaxed),
@@ -170,10 +180,11 @@ impl RequestMetrics {
         let r = self.recorder;
         r.request_bytes.fetch_add(received, Relaxed);
         r.response_bytes.fetch_add(sent, Relaxed);
-        if (100..600).contains(&self.status) {
+        if (STATUS_MIN..=STATUS_MAX).contains(&self.status) {
             // The histogram first: a report never shows more requests than durations.
             r.duration.observe(self.arrived.elapsed());
             let class = usize::from(self.status / 100 - 1);
+            r.statuses[usize::from(self.status - STATUS_MIN)].fetch_add(1, Relaxed);
             r.requests[self.series + class].fetch_add(1, Relaxed);
         }
     }

@@ -24,6 +24,10 @@ pub const QUEUE_BOUNDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// The status codes counted one by one (`Snapshot::statuses`).
+pub const STATUS_MIN: u16 = 100;
+pub const STATUS_MAX: u16 = 599;
+
 pub const REQUEST_SERIES: usize = REQUEST_PROTOCOLS.len() * METHODS.len() * STATUS_CLASSES.len();
 
 /// Index of a request's series in `Snapshot::requests`.
@@ -60,6 +64,10 @@ impl HistogramCounts {
 pub struct Snapshot {
     /// Finished requests by protocol, method and status class (`request_index`).
     pub requests: Vec<u64>,
+    /// Finished requests by exact status code, ascending; only codes seen are present.
+    /// (Pairs, not a map: the control channel's tagged JSON can't read integer keys.)
+    #[serde(default)]
+    pub statuses: Vec<(u16, u64)>,
     pub duration: HistogramCounts,
     pub queue: HistogramCounts,
     pub request_bytes: u64,
@@ -81,6 +89,12 @@ impl Snapshot {
         }
         for (a, b) in self.requests.iter_mut().zip(&other.requests) {
             *a += b;
+        }
+        for &(code, n) in &other.statuses {
+            match self.statuses.binary_search_by_key(&code, |&(c, _)| c) {
+                Ok(i) => self.statuses[i].1 += n,
+                Err(i) => self.statuses.insert(i, (code, n)),
+            }
         }
         self.duration.add(&other.duration);
         self.queue.add(&other.queue);
@@ -124,6 +138,7 @@ mod tests {
     fn counters_add_and_gauges_only_with_add_all() {
         let one = Snapshot {
             requests: vec![1, 2],
+            statuses: vec![(200, 2), (404, 1)],
             duration: HistogramCounts {
                 buckets: vec![1, 0, 2],
                 sum_ns: 10,
@@ -136,6 +151,11 @@ mod tests {
         total.add_counters(&one);
         total.add_counters(&one);
         assert_eq!(total.requests, vec![2, 4]);
+        total.add_counters(&Snapshot {
+            statuses: vec![(201, 5), (404, 1)],
+            ..Default::default()
+        });
+        assert_eq!(total.statuses, vec![(200, 4), (201, 5), (404, 3)]);
         assert_eq!(total.duration.buckets, vec![2, 0, 4]);
         assert_eq!(total.duration.sum_ns, 20);
         assert_eq!(total.in_flight, 0);

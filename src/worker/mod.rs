@@ -80,7 +80,7 @@ impl WorkerCore {
         control::spawn_reader(reader, pending, sigterm, bridge.clone(), health.clone())
             .map_err(runtime_error)?;
         let control = Arc::new(control);
-        if config.metrics.metrics {
+        if config.metrics.counting() {
             crate::metrics::recorder::enable(control.clone());
         }
         Ok(WorkerCore {
