@@ -347,6 +347,25 @@ def test_a_filter_attached_in_lifespan_startup_hides_health(http2):
         assert "/health" not in out
 
 
+def test_wsgi_access_records_go_through_python_logging_too():
+    """A WSGI app's module attaches the /health filter at import: its records go through
+    Python logging (on the worker's main thread), as the ASGI ones do."""
+    with Server("log_wsgi_app:wsgi_app", "--interface", "wsgi") as s:
+        with httpx.Client(timeout=5) as client:
+            for path in ("/health", "/other", "/health", "/sentinel"):
+                assert client.get(f"{s.url}{path}").status_code == 200
+        s.wait_for_log(r'GET /sentinel HTTP/1\.1" 200 OK', stdout=True)
+        out = s.stdout_text()
+        assert re.search(
+            r'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /other HTTP/1\.1" 200 OK$', out
+        ), out
+        assert "/health" not in out
+    # Without a filter the Rust line stays, /health included.
+    with Server("log_app:wsgi_app", "--interface", "wsgi") as s:
+        get(s, "/health")
+        s.wait_for_log(r'GET /health HTTP/1\.1" 200 OK', stdout=True)
+
+
 def test_no_access_log_silences_the_python_path_too(tmp_path):
     config = write_config(tmp_path, "json")
     with Server("log_app:app", "--log-config", str(config), "--no-access-log") as s:

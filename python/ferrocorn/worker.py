@@ -103,6 +103,20 @@ class Worker:
         self.core.heartbeat(HEARTBEAT_SECONDS)
         asyncio.get_running_loop().call_later(HEARTBEAT_SECONDS, self.heartbeat)
 
+    def access_route(self) -> tuple[str, Any]:
+        """Where access records go (see _logging.access_route), decided once the app
+        has had its chance to attach access filters or handlers."""
+        route, access = _logging.access_route(self.config)
+        if route != "rust" and (
+            self.config.get("access_log_json") or self.config.get("access_log_format")
+        ):
+            self.log(
+                "warning",
+                f"The access logger was changed by the app or --log-config (access log:"
+                f" {route}): --access-log-json / --access-log-format do not apply.",
+            )
+        return route, access
+
     async def serve_until_stopped(self) -> str:
         """Serving has started: tell the master we're ready, heartbeat, and wait for its
         order ("stop" or "quit"); then stop accepting. The same for ASGI and WSGI."""
@@ -125,7 +139,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         self.stop_order = loop.create_future()
         self.drained = loop.create_future()
-        fd, pool = self.core.serve_wsgi(app, self.on_control)
+        # The app module attached its access filters or handlers on import, if any.
+        fd, pool = self.core.serve_wsgi(app, self.on_control, self.access_route())
         loop.add_reader(fd, self.core.drain)
         threads = _wsgi.start_threads(pool, self.config["threads"])
         order = await self.serve_until_stopped()
@@ -168,16 +183,7 @@ class Worker:
         )
         # After startup: the app module and its lifespan have attached their access
         # filters or handlers by now (see _logging.access_route).
-        route, access = _logging.access_route(self.config)
-        if route != "rust" and (
-            self.config.get("access_log_json") or self.config.get("access_log_format")
-        ):
-            self.log(
-                "warning",
-                f"The access logger was changed by the app or --log-config (access log:"
-                f" {route}): --access-log-json / --access-log-format do not apply.",
-            )
-        fd = self.core.serve(loop, requests, lifespan.state, self.on_control, (route, access))
+        fd = self.core.serve(loop, requests, lifespan.state, self.on_control, self.access_route())
         loop.add_reader(fd, self.core.drain)
         order = await self.serve_until_stopped()
         pid = os.getpid()

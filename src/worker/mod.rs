@@ -40,6 +40,8 @@ pub struct WorkerCore {
     /// requests, so it has no dispatcher).
     wsgi: Option<Py<WsgiPool>>,
     on_control: Option<PyObject>,
+    /// WSGI with access records routed to Python logging: the emitter the loop calls.
+    wsgi_access: Option<PyObject>,
     batch: Vec<bridge::Event>,
     /// When the loop last ran the heartbeat (event-loop lag, --metrics).
     last_beat: Option<std::time::Instant>,
@@ -96,6 +98,7 @@ impl WorkerCore {
             dispatcher: None,
             wsgi: None,
             on_control: None,
+            wsgi_access: None,
             batch: Vec::with_capacity(256),
         })
     }
@@ -226,12 +229,16 @@ impl WorkerCore {
 
     /// Start serving a WSGI app: requests go to a pool of `threads` threads that the
     /// caller starts (`threading.Thread(target=pool.run, args=(slot,))`); the loop only
-    /// gets stop orders (`on_control`). Returns the fd the loop watches, and the pool.
+    /// gets stop orders (`on_control`) and, when `access` routes them to Python logging
+    /// (as for `serve`), the access records. Returns the fd the loop watches, and the
+    /// pool.
+    #[pyo3(signature = (app, on_control, access=None))]
     fn serve_wsgi(
         &mut self,
         py: Python<'_>,
         app: PyObject,
         on_control: PyObject,
+        access: Option<(String, Option<PyObject>)>,
     ) -> PyResult<(i32, Py<WsgiPool>)> {
         if self.server.is_some() {
             return Err(runtime_error("already serving"));
@@ -252,9 +259,18 @@ impl WorkerCore {
         self.bridge.set_request_sink(pool.get().queue.clone());
         self.on_control = Some(on_control);
         self.wsgi = Some(pool.clone_ref(py));
-        // The access log takes the Rust path: WSGI has no dispatcher to hand records to
-        // Python logging.
-        let shared = self.conn_shared(Arc::new(IoWakeups::default()), false, true, false)?;
+        // Access records routed to Python logging come to this loop (the main thread,
+        // idle under WSGI), never to the app's pool threads.
+        let (route, access_logger) = access.unwrap_or_else(|| ("rust".into(), None));
+        let access_log = route != "off";
+        let python_access = route == "python" && access_logger.is_some();
+        self.wsgi_access = access_logger.filter(|_| python_access);
+        let shared = self.conn_shared(
+            Arc::new(IoWakeups::default()),
+            false,
+            access_log,
+            python_access,
+        )?;
         let handle = py
             .allow_threads(|| server::start(&self.listeners, shared))
             .map_err(runtime_error)?;
@@ -274,13 +290,20 @@ impl WorkerCore {
             dispatcher.end_of_batch(py);
         } else if let Some(on_control) = &self.on_control {
             for event in batch.drain(..) {
-                let what = match event {
-                    bridge::Event::Stop { graceful: true } => "stop",
-                    bridge::Event::Stop { graceful: false } => "quit",
-                    bridge::Event::Drained => "drained",
+                let result = match event {
+                    bridge::Event::Stop { graceful: true } => on_control.call1(py, ("stop",)),
+                    bridge::Event::Stop { graceful: false } => on_control.call1(py, ("quit",)),
+                    bridge::Event::Drained => on_control.call1(py, ("drained",)),
+                    bridge::Event::Access(r) => match &self.wsgi_access {
+                        Some(logger) => logger.call1(
+                            py,
+                            (&r.client, &r.method, &r.path, r.http_version, r.status),
+                        ),
+                        None => continue,
+                    },
                     _ => continue,
                 };
-                if let Err(e) = on_control.call1(py, (what,)) {
+                if let Err(e) = result {
                     e.print(py);
                 }
             }

@@ -85,3 +85,12 @@ async def silenced_app(scope, receive, send):
         await lifespan(receive, send, on_startup=_silence)
         return
     await app(scope, receive, send)
+
+
+def wsgi_app(environ, start_response):
+    """A WSGI app of a module that attaches the /health filter at import, as Flask and
+    Django projects do in their settings or app factory."""
+    if environ["PATH_INFO"] == "/log":
+        logging.getLogger("uvicorn.error").info("wsgi-said %s", environ["QUERY_STRING"])
+    start_response("200 OK", [("Content-Length", "5")])
+    return [b"hello"]
