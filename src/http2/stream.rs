@@ -33,7 +33,7 @@ pub async fn serve(
     mut respond: SendResponse<Bytes>,
     shared: Arc<ConnShared>,
     conn: Arc<ConnInfo>,
-    _open: StreamGuard,
+    open: StreamGuard,
 ) {
     let (parts, body) = request.into_parts();
     if parts.method == Method::GET || parts.method == Method::HEAD {
@@ -109,8 +109,10 @@ pub async fn serve(
         declared: None,
         body_sent: 0,
         access,
+        reset_by_client: false,
     };
     poll_fn(|cx| stream.poll(cx)).await;
+    open.ended(stream.reset_by_client);
     if let Some(recycle) = &shared.recycle {
         recycle.request_done();
     }
@@ -219,6 +221,8 @@ struct Stream<'a> {
     body_sent: u64,
     /// What the access line needs until it is written.
     access: Option<crate::access_log::Entry>,
+    /// The client cancelled the stream (RST_STREAM) before the response ended.
+    reset_by_client: bool,
 }
 
 impl Drop for Stream<'_> {
@@ -243,6 +247,7 @@ impl Stream<'_> {
                     Poll::Pending => {
                         if self.respond.poll_reset(cx).is_ready() {
                             self.ex.disconnect();
+                            self.reset_by_client = true;
                             return Poll::Ready(());
                         }
                     }
@@ -256,6 +261,7 @@ impl Stream<'_> {
                 let send = self.send.as_mut().expect("checked");
                 if send.poll_reset(cx).is_ready() {
                     self.ex.disconnect();
+                    self.reset_by_client = true;
                     return Poll::Ready(());
                 }
             }

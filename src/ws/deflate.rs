@@ -159,7 +159,10 @@ impl Codec {
     }
 
     /// Inflate one message; more than `limit` bytes out closes with 1009 (no
-    /// decompression bomb gets past --ws-max-size).
+    /// decompression bomb gets past --ws-max-size). The check runs after every step of
+    /// inflation, and the output buffer never grows past `limit` plus a little, so a
+    /// bomb costs at most --ws-max-size of memory, not what it would inflate to (nor
+    /// twice the limit, as doubling growth would allow).
     pub fn decompress(&mut self, data: &[u8], limit: usize) -> Result<Vec<u8>, Failure> {
         let mut input = Vec::with_capacity(data.len() + TAIL.len());
         input.extend_from_slice(data);
@@ -168,7 +171,9 @@ impl Codec {
         let start_in = self.decompress.total_in();
         loop {
             if out.capacity() - out.len() < 64 {
-                out.reserve(out.len().max(1024));
+                // out.len() <= limit here: the check below returned otherwise.
+                let room = out.len().max(1024).min(limit + 64 - out.len());
+                out.reserve_exact(room);
             }
             let consumed = (self.decompress.total_in() - start_in) as usize;
             let before = (consumed, out.len());
