@@ -147,7 +147,10 @@ pub fn splice(buf: &[u8], head: &parse::Head) -> Splice {
 /// request's fields less those HTTP/2 forbids or that only served the upgrade.
 pub fn stream_one_fields(head: &parse::Head) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut fields = vec![
-        (b":method".to_vec(), head.method.as_str().as_bytes().to_vec()),
+        (
+            b":method".to_vec(),
+            head.method.as_str().as_bytes().to_vec(),
+        ),
         (b":scheme".to_vec(), b"http".to_vec()),
         (b":path".to_vec(), head.target.to_vec()),
     ];
