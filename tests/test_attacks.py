@@ -170,6 +170,8 @@ class FrameReader(threading.Thread):
         self.goaway: hf.GoAwayFrame | None = None
         self.headers = 0
         self.resets = 0
+        self.statuses: list[bytes] = []  # :status of each response, in order
+        self.decoder = hpack.Decoder()
         self.closed = threading.Event()
         self.start()
 
@@ -192,6 +194,8 @@ class FrameReader(threading.Thread):
                         self.goaway = frame
                     elif isinstance(frame, hf.HeadersFrame):
                         self.headers += 1
+                        fields = dict(self.decoder.decode(frame.data, raw=True))
+                        self.statuses.append(fields.get(b":status"))
                     elif isinstance(frame, hf.RstStreamFrame):
                         self.resets += 1
         except OSError:
@@ -748,3 +752,25 @@ def test_h1_body_limit_is_exact(limited, over, framing):
         assert answer.startswith(b"HTTP/1.1 413 "), answer[:40]
     else:
         assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(body), answer[:40]
+
+
+def test_h2_stalled_request_bodies_meet_the_body_timeout(server):
+    """Slow POST on HTTP/2: streams whose body never comes would hold their app calls
+    (and the connection, which isn't idle while streams are open) forever."""
+    sock = h2_open(server)
+    reader = FrameReader(sock)
+    encoder = hpack.Encoder()
+    start = time.monotonic()
+    fields = [(":method", "POST"), (":scheme", "http"), (":authority", "t"), (":path", "/echo")]
+    for stream in range(1, 20, 2):
+        block = encoder.encode([*fields, ("content-length", "5")])
+        sock.sendall(hf.HeadersFrame(stream, block, flags=["END_HEADERS"]).serialize())
+    sock.sendall(hf.DataFrame(1, b"ab").serialize())  # a start, then silence
+    deadline = time.monotonic() + 5
+    while reader.statuses.count(b"408") < 10:
+        assert time.monotonic() < deadline, f"answered so far: {reader.statuses}"
+        time.sleep(0.05)
+    waited = time.monotonic() - start
+    assert 0.8 < waited < 3.5, f"stalled bodies ended after {waited:.1f} s (timeout 1 s)"
+    assert_serves(server, http2=True)
+    sock.close()
