@@ -35,8 +35,10 @@ ENHANCE_YOUR_CALM = 0xB
 WS_MAX_SIZE = MiB
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server():
+    # A fresh worker per attack: memory one attack left allocated (and the allocator
+    # keeps) would hide the next attack's growth.
     with Server(
         APP,
         "--workers",
@@ -104,6 +106,16 @@ class Worker:
         start = self.cpu()
         time.sleep(seconds)
         return self.cpu() - start
+
+
+def measured(case: str, **numbers) -> None:
+    """Print what an attack cost when FERROCORN_ATTACK_REPORT is set (run with -s): the
+    figures in docs/reliability-attacks.md come from such a run."""
+    if os.environ.get("FERROCORN_ATTACK_REPORT"):
+        shown = ", ".join(
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items()
+        )
+        print(f"\n[attack] {case}: {shown}")
 
 
 def assert_serves(server: Server, http2: bool = False, within: float = 2.0):
@@ -273,7 +285,7 @@ def test_h2_rapid_reset_ends_in_goaway(server, pause):
     started = app_calls(server) - calls_before
     # Unprotected, every one of the `attempted` streams runs the app (5,000 on the
     # "after-accept" variant); the budget lets at most a few hundred through.
-    print(f"rapid reset: {started} of {attempted} streams reached the app, {reader.goaway}")
+    measured(f"rapid reset {pause}", attempted=attempted, reached_app=started, cpu_s=cpu)
     assert started <= 400, f"{started} of {attempted} reset streams reached the app"
     assert cpu < 5.0, f"the worker spent {cpu:.1f} s of CPU on the flood"
 
@@ -301,6 +313,7 @@ def test_h2_continuation_flood_is_cut(server, payload):
         assert_serves(server, http2=True)
         grown = worker.peak_grown_mb()
     sock.close()
+    measured(f"continuation {payload}", sent_mb=sent / MiB, peak_mb=grown, goaway=reader.goaway)
     # Unprotected, everything sent is held as one header block (tens of MB).
     assert grown < 16, f"peak RSS grew {grown:.1f} MB after {sent / MiB:.1f} MB of CONTINUATION"
 
@@ -333,6 +346,7 @@ def test_h2_hpack_bomb_stops_at_the_header_list_limit(server):
         grown = worker.peak_grown_mb()
         cpu = worker.cpu_used()
     sock.close()
+    measured("hpack bomb", peak_mb=grown, cpu_s=cpu, goaway=reader.goaway, statuses=reader.statuses)
     assert grown < 16, f"peak RSS grew {grown:.1f} MB decoding the bomb (64 MB unbounded)"
     assert cpu < 3.0, f"the worker spent {cpu:.1f} s of CPU on a 20 KB header block"
 
@@ -375,6 +389,7 @@ def test_h2_settings_and_ping_floods_meet_backpressure(server, frame):
         assert_serves(server, http2=True)
         grown = worker.grown_mb()
     sock.close()
+    measured(f"{frame.type} flood", sent_mb=sent / MiB, idle_cpu=idle, rss_mb=grown)
     assert idle < 0.3, f"the worker burned {idle:.2f} s of CPU per second while blocked"
     # What was sent is bounded by the sockets' buffers; unread ACKs for all of it would
     # be about as large again.
@@ -411,6 +426,7 @@ def test_h2_zero_window_reader_holding_many_streams(server):
     assert idle < 0.3, f"the worker burned {idle:.2f} s of CPU per second on held streams"
     # 100 MiB of responses were asked for; at most the send() backpressure mark
     # (256 KiB) plus one 64 KiB chunk per stream is held: 32 MiB, and we allow 40.
+    measured("zero window", idle_cpu=idle, rss_mb=grown)
     assert grown < 40, f"RSS grew {grown:.1f} MB holding 100 zero-window streams"
 
 
@@ -458,6 +474,7 @@ def test_slow_h2c_upgrade_meets_the_header_timeout(server, part):
         waited = time.monotonic() - start + closed_within(sock, 5)
         assert_serves(server)
         cpu = worker.cpu_used()
+    measured(f"slow h2c {part}", held_s=waited, cpu_s=cpu)
     assert waited < 3.5, f"a trickled {part} was held {waited:.1f} s (timeout 1 s)"
     assert cpu < 1.0
 
@@ -540,6 +557,7 @@ def test_ws_deflate_bomb_is_stopped_while_inflating(server, deflate_bomb):
         assert_serves(server)
         peak = worker.peak_grown_mb()
         cpu = worker.cpu_used()
+    measured("deflate bomb", peak_mb=peak, cpu_s=cpu)
     # Inflated first and checked after, the peak would be 256 MiB and more.
     assert peak < 16, f"peak RSS grew {peak:.1f} MB inflating the bomb"
     assert cpu < 2.0, f"the worker spent {cpu:.1f} s of CPU inflating the bomb"
@@ -556,6 +574,7 @@ def test_ws_fragment_flood_is_bounded_by_ws_max_size(server):
         assert_serves(server)
         peak = worker.peak_grown_mb()
         cpu = worker.cpu_used()
+    measured("fragment flood", fragments=sent // len(one), peak_mb=peak, cpu_s=cpu)
     assert sent // len(one) >= WS_MAX_SIZE, f"closed after {sent // len(one)} fragments"
     assert peak < 16, f"peak RSS grew {peak:.1f} MB for a 1 MiB message"
     assert cpu < 5.0, f"the worker spent {cpu:.1f} s of CPU on a million frames"
@@ -576,6 +595,7 @@ def test_ws_ping_flood_meets_backpressure(server):
         sock.settimeout(5)
         first = sock.recv(2 + 125)
         assert first[:2] == b"\x8a\x7d"
+    measured("ws ping flood", sent_mb=sent / MiB, idle_cpu=idle, rss_mb=grown)
     assert idle < 0.3, f"the worker burned {idle:.2f} s of CPU per second while blocked"
     assert grown < 16, f"RSS grew {grown:.1f} MB after {sent / MiB:.1f} MB of pings"
 
@@ -611,6 +631,7 @@ def test_h1_pipelining_flood_meets_backpressure(server):
         assert_serves(server)
         grown = worker.grown_mb()
     served -= calls_before + 1  # the +1: assert_serves
+    measured("pipelining", sent=sent // len(request), served=served, idle_cpu=idle, rss_mb=grown)
     assert idle < 0.3, f"the worker burned {idle:.2f} s of CPU per second while blocked"
     assert grown < 16, f"RSS grew {grown:.1f} MB after {sent / MiB:.1f} MB of requests"
     # Requests are answered only as fast as the answers can go out (a run here: 39,000
@@ -646,6 +667,7 @@ def test_h1_slow_readers_at_many_connections(server):
     # backpressure mark (1 MiB, HTTP1_WATER) and the encoded write-ahead (256 KiB):
     # a bounded cost per connection, not per response byte (a run here: 811 KB).
     per_conn_kb = grown * 1024 / SLOW_READERS
+    measured("slow readers", connections=SLOW_READERS, per_conn_kb=per_conn_kb, idle_cpu=idle)
     assert per_conn_kb < 1400, f"{per_conn_kb:.0f} KB per slow reader"
 
 
@@ -677,6 +699,7 @@ def test_h1_trickled_body_meets_the_body_timeout(server):
         assert 0.8 < waited < 3.0, f"cut after {waited:.1f} s of silence (timeout 1 s)"
         assert_serves(server)
         cpu = worker.cpu_used()
+    measured("trickled body", cut_after_s=waited, cpu_s=cpu)
     assert cpu < 1.0, f"the worker spent {cpu:.1f} s of CPU on two trickling clients"
 
 
@@ -771,6 +794,7 @@ def test_h2_stalled_request_bodies_meet_the_body_timeout(server):
         assert time.monotonic() < deadline, f"answered so far: {reader.statuses}"
         time.sleep(0.05)
     waited = time.monotonic() - start
+    measured("h2 stalled bodies", ended_after_s=waited)
     assert 0.8 < waited < 3.5, f"stalled bodies ended after {waited:.1f} s (timeout 1 s)"
     assert_serves(server, http2=True)
     sock.close()
