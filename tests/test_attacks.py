@@ -639,12 +639,13 @@ def test_h1_pipelining_flood_meets_backpressure(server):
     assert served < sent // len(request) // 2, f"{served} served of {sent // len(request)} sent"
 
 
-SLOW_READERS = 300
+# The issue asks for 1,000; 300 keeps the test within its time on a shared CI machine.
+# FERROCORN_SLOW_READERS=1000 runs the full count (docs/reliability-attacks.md has both).
+SLOW_READERS = int(os.environ.get("FERROCORN_SLOW_READERS", "300"))
 
 
 def test_h1_slow_readers_at_many_connections(server):
-    """300 connections each ask for 1 MiB and read nothing (the issue says 1,000; 300
-    keeps the test within its time on a shared CI machine)."""
+    """SLOW_READERS connections each ask for 1 MiB and read nothing."""
     worker = Worker(server)
     socks = []
     with worker:
@@ -655,8 +656,11 @@ def test_h1_slow_readers_at_many_connections(server):
                 sock.connect((server.host, server.port))
                 sock.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
                 socks.append(sock)
-            time.sleep(1.5)
-            idle = worker.idle_cpu()
+            # The app produces up to its backpressure mark for each connection (a
+            # second or more of real work for 1,000), then everything waits.
+            deadline = time.monotonic() + 10
+            while (idle := worker.idle_cpu()) >= 0.05 and time.monotonic() < deadline:
+                pass
             assert_serves(server, within=3.0)
             grown = worker.grown_mb()
         finally:
