@@ -264,3 +264,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_budget_grows_with_finished_streams() {
+        let counts = Arc::new(StreamCounts::default());
+        let end = |reset: bool| StreamGuard::enter(&counts).ended(reset);
+        for _ in 0..RESET_ALLOWANCE {
+            end(true);
+        }
+        assert!(!counts.over_reset_budget());
+        end(true);
+        assert!(counts.over_reset_budget());
+        // Streams that finish earn the client more cancels: one per RESETS_EARNED_PER.
+        for _ in 0..RESETS_EARNED_PER {
+            end(false);
+        }
+        assert!(!counts.over_reset_budget());
+        assert_eq!(counts.open.load(Ordering::Acquire), 0);
+    }
+}

@@ -327,6 +327,24 @@ mod tests {
         assert_eq!(inflate(&wire, big.len()), big);
     }
 
+    /// With the output buffer capped at the limit: a message of exactly --ws-max-size
+    /// still inflates, one byte more is refused with 1009.
+    #[test]
+    fn inflation_stops_at_the_limit() {
+        let limit = 100_000;
+        let params = Params {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..Params::default()
+        };
+        let mut client = Codec::new(params);
+        let mut server = Codec::new(params);
+        let at_limit = client.compress(&vec![b'z'; limit]).unwrap();
+        assert_eq!(server.decompress(&at_limit, limit).unwrap().len(), limit);
+        let over = client.compress(&vec![b'z'; limit + 1]).unwrap();
+        assert_eq!(server.decompress(&over, limit).unwrap_err().code, TOO_BIG);
+    }
+
     #[test]
     fn an_eight_bit_window_sends_uncompressed() {
         let params = Params {
