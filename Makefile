@@ -69,6 +69,7 @@ fuzz-smoke:
 	cd fuzz && cargo fuzz run chunked_body --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && cargo fuzz run ws_frames --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && cargo fuzz run proxy --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && cargo fuzz run h2c_upgrade --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
 
 # Release artifacts in dist/ (docs/releasing.md): the sdist, and one abi3 wheel (every
 # CPython >= 3.10) per Linux target, linked with zig (the ziglang package) against glibc

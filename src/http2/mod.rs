@@ -3,7 +3,7 @@
 //! (prior knowledge, `Upgrade: h2c`), and turning each stream into an `Exchange`.
 
 mod stream;
-mod upgrade;
+pub mod upgrade;
 
 use crate::asgi::exchange::ConnInfo;
 use crate::conn_shared::ConnShared;
@@ -28,6 +28,16 @@ const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// reading: once its open streams are done, the connection ends with a GOAWAY naming
 /// the last stream taken, so such a client can't hold a drain open forever.
 const GOAWAY_PING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Streams a client may cancel (RST_STREAM before its response ended) on one connection
+/// before it is told ENHANCE_YOUR_CALM, plus one for every `RESETS_EARNED_PER` streams
+/// it let finish. HTTP/2 Rapid Reset (CVE-2023-44487) opens streams and cancels them at
+/// once: a cancelled stream no longer counts against max_concurrent_streams, but the app
+/// call it started still runs. h2's own limit (max_pending_accept_reset_streams) only
+/// covers streams reset before we accept them; a client that waits a moment before each
+/// reset gets every stream to the app. Browsers cancel some requests (navigation,
+/// superseded fetches), never most of them.
+const RESET_ALLOWANCE: usize = 100;
+const RESETS_EARNED_PER: usize = 4;
 
 /// Serve one HTTP/2 connection. `read_ahead` holds bytes already read from the socket
 /// (the preface, when HTTP/1.1 code recognised it); `upgrade` is the HTTP/1.1 request
@@ -78,7 +88,8 @@ pub async fn serve<S>(
         }
         Err(_) => return,
     };
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(StreamCounts::default());
+    let mut calm_asked = false;
     let mut idle_since = Instant::now();
     let mut closing = false;
     // --max-requests-per-connection and --max-connection-age end the connection with a
@@ -94,11 +105,22 @@ pub async fn serve<S>(
         if closing && ping_wait_ends.is_none() {
             ping_wait_ends = Some(Instant::now() + GOAWAY_PING_WAIT);
         }
-        let idle = open.load(Ordering::Acquire) == 0;
+        let idle = open.open.load(Ordering::Acquire) == 0;
         tokio::select! {
             next = h2.accept() => match next {
                 Some(Ok((request, respond))) => {
                     idle_since = Instant::now();
+                    if open.over_reset_budget() {
+                        if !calm_asked {
+                            crate::warn!(
+                                "HTTP/2 client cancelled {} streams: closing the connection (rapid reset)",
+                                open.resets.load(Ordering::Acquire)
+                            );
+                            h2.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                            calm_asked = true;
+                        }
+                        continue; // dropping `respond` resets this stream unanswered
+                    }
                     let guard = StreamGuard::enter(&open);
                     tokio::spawn(stream::serve(request, respond, shared.clone(), conn.clone(), guard));
                     budget.start_request();
@@ -120,7 +142,7 @@ pub async fn serve<S>(
                 }
             }
             _ = sleep_until_some(ping_wait_ends), if closing && !ended_without_pong => {
-                if open.load(Ordering::Acquire) == 0 {
+                if open.open.load(Ordering::Acquire) == 0 {
                     // No stream to lose: GOAWAY with the last stream taken, then close.
                     h2.abrupt_shutdown(h2::Reason::NO_ERROR);
                     ended_without_pong = true;
@@ -134,7 +156,7 @@ pub async fn serve<S>(
                 closing = true;
             }
             _ = tokio::time::sleep_until(idle_since + shared.keep_alive), if idle && !closing => {
-                if open.load(Ordering::Acquire) == 0 {
+                if open.open.load(Ordering::Acquire) == 0 {
                     h2.graceful_shutdown();
                     closing = true;
                 } else {
@@ -153,19 +175,46 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// Counts a connection's open streams, for the idle timeout.
-struct StreamGuard(Arc<AtomicUsize>);
+/// One connection's streams: how many are open (for the idle timeout), and how many
+/// ended cancelled by the client or finished (for the rapid-reset budget).
+#[derive(Default)]
+struct StreamCounts {
+    open: AtomicUsize,
+    resets: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl StreamCounts {
+    fn over_reset_budget(&self) -> bool {
+        let earned = self.finished.load(Ordering::Acquire) / RESETS_EARNED_PER;
+        self.resets.load(Ordering::Acquire) > RESET_ALLOWANCE + earned
+    }
+}
+
+/// One open stream, counted while it lives.
+struct StreamGuard(Arc<StreamCounts>);
 
 impl StreamGuard {
-    fn enter(open: &Arc<AtomicUsize>) -> StreamGuard {
-        open.fetch_add(1, Ordering::AcqRel);
-        StreamGuard(open.clone())
+    fn enter(counts: &Arc<StreamCounts>) -> StreamGuard {
+        counts.open.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(counts.clone())
+    }
+
+    /// How the stream ended: cancelled by the client before its response was complete,
+    /// or not.
+    fn ended(&self, reset_by_client: bool) {
+        let count = if reset_by_client {
+            &self.0.resets
+        } else {
+            &self.0.finished
+        };
+        count.fetch_add(1, Ordering::AcqRel);
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -214,5 +263,28 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_budget_grows_with_finished_streams() {
+        let counts = Arc::new(StreamCounts::default());
+        let end = |reset: bool| StreamGuard::enter(&counts).ended(reset);
+        for _ in 0..RESET_ALLOWANCE {
+            end(true);
+        }
+        assert!(!counts.over_reset_budget());
+        end(true);
+        assert!(counts.over_reset_budget());
+        // Streams that finish earn the client more cancels: one per RESETS_EARNED_PER.
+        for _ in 0..RESETS_EARNED_PER {
+            end(false);
+        }
+        assert!(!counts.over_reset_budget());
+        assert_eq!(counts.open.load(Ordering::Acquire), 0);
     }
 }

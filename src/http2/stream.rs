@@ -14,7 +14,8 @@ use http::header::{
     HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -33,7 +34,7 @@ pub async fn serve(
     mut respond: SendResponse<Bytes>,
     shared: Arc<ConnShared>,
     conn: Arc<ConnInfo>,
-    _open: StreamGuard,
+    open: StreamGuard,
 ) {
     let (parts, body) = request.into_parts();
     if parts.method == Method::GET || parts.method == Method::HEAD {
@@ -112,8 +113,12 @@ pub async fn serve(
         body_sent: 0,
         access,
         metrics,
+        reset_by_client: false,
+        body_timer: None,
+        timed_out: false,
     };
     poll_fn(|cx| stream.poll(cx)).await;
+    open.ended(stream.reset_by_client);
     if let Some(recycle) = &shared.recycle {
         recycle.request_done();
     }
@@ -224,6 +229,12 @@ struct Stream<'a> {
     access: Option<crate::access_log::Entry>,
     /// --metrics: this request's counters.
     metrics: Option<crate::metrics::recorder::RequestMetrics>,
+    /// The client cancelled the stream (RST_STREAM) before the response ended.
+    reset_by_client: bool,
+    /// Runs while the app waits for body bytes that don't come (--timeout-request-body).
+    body_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The request body stopped coming: the stream was answered 408 or reset.
+    timed_out: bool,
 }
 
 impl Drop for Stream<'_> {
@@ -244,6 +255,9 @@ impl Stream<'_> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let mut progress = self.poll_request_body(cx);
+            if self.timed_out {
+                return Poll::Ready(());
+            }
             if self.send.is_none() {
                 match self.poll_head(cx) {
                     Poll::Ready(true) => return Poll::Ready(()),
@@ -251,6 +265,7 @@ impl Stream<'_> {
                     Poll::Pending => {
                         if self.respond.poll_reset(cx).is_ready() {
                             self.ex.disconnect();
+                            self.reset_by_client = true;
                             return Poll::Ready(());
                         }
                     }
@@ -264,6 +279,7 @@ impl Stream<'_> {
                 let send = self.send.as_mut().expect("checked");
                 if send.poll_reset(cx).is_ready() {
                     self.ex.disconnect();
+                    self.reset_by_client = true;
                     return Poll::Ready(());
                 }
             }
@@ -283,8 +299,32 @@ impl Stream<'_> {
             return false;
         }
         match body.poll_data(cx) {
-            Poll::Pending => false,
+            Poll::Pending => {
+                // --timeout-request-body, as on HTTP/1.1: without it a client could
+                // open streams with a body it never sends (slow POST) and hold their
+                // app calls, and the connection (never idle while streams are open),
+                // for ever.
+                let timeout = self.shared.body_timeout;
+                let timer = self
+                    .body_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return false;
+                }
+                crate::warn!("Request body not sent in time; ending the stream");
+                self.ex.disconnect();
+                self.body = None;
+                if self.send.is_none() {
+                    error_response(&mut self.respond, StatusCode::REQUEST_TIMEOUT, self.shared);
+                    self.timed_out = true;
+                } else if let Some(send) = self.send.as_mut() {
+                    send.send_reset(Reason::CANCEL);
+                    self.timed_out = true;
+                }
+                true
+            }
             Poll::Ready(Some(Ok(data))) => {
+                self.body_timer = None; // the client is sending: restart the clock
                 let _ = body.flow_control().release_capacity(data.len());
                 self.body_received += data.len() as u64;
                 if self

@@ -61,28 +61,15 @@ fn put_literal(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 
 fn header_block(head: &parse::Head) -> BytesMut {
     let mut block = BytesMut::with_capacity(256);
-    let authority = head
-        .headers
-        .iter()
-        .find(|(n, _)| n.as_str() == "host")
-        .map(|(_, v)| v.as_ref());
-    put_literal(&mut block, b":method", head.method.as_str().as_bytes());
-    put_literal(&mut block, b":scheme", b"http");
-    put_literal(&mut block, b":path", &head.target);
-    if let Some(authority) = authority {
-        put_literal(&mut block, b":authority", authority);
-    }
-    for (name, value) in &head.headers {
-        if !DROPPED.contains(&name.as_str()) {
-            put_literal(&mut block, name.as_str().as_bytes(), value);
-        }
+    for (name, value) in stream_one_fields(head) {
+        put_literal(&mut block, &name, &value);
     }
     block
 }
 
 /// Answer 101, read the client's preface and SETTINGS, and return the bytes h2 is to
 /// read first. None if the client doesn't speak HTTP/2 after all.
-pub async fn switch<S>(
+pub(super) async fn switch<S>(
     io: &mut S,
     mut buf: BytesMut,
     head: &parse::Head,
@@ -99,30 +86,51 @@ where
     io.write_all(&response).await.ok()?;
 
     // The preface, then a frame header (9 bytes) and the SETTINGS payload.
-    let settings_end = loop {
-        let preface_seen = buf.len().min(H2_PREFACE.len());
-        if buf[..preface_seen] != H2_PREFACE[..preface_seen] {
-            return None;
-        }
-        if buf.len() >= H2_PREFACE.len() + 9 {
-            let frame = &buf[H2_PREFACE.len()..];
-            let len = (usize::from(frame[0]) << 16)
-                | (usize::from(frame[1]) << 8)
-                | usize::from(frame[2]);
-            if frame[3] != 0x4 || len > 6 * 64 {
-                return None; // the first frame must be SETTINGS
-            }
-            let end = H2_PREFACE.len() + 9 + len;
-            if buf.len() >= end {
-                break end;
-            }
+    loop {
+        match splice(&buf, head) {
+            Splice::Ready(spliced) => return Some(spliced),
+            Splice::NotHttp2 => return None,
+            Splice::NeedMore => {}
         }
         buf.reserve(4096);
         if io.read_buf(&mut buf).await.ok()? == 0 {
             return None;
         }
-    };
+    }
+}
 
+/// What the bytes a client sent after the 101 amount to so far.
+#[derive(Debug)]
+pub enum Splice {
+    /// A prefix of the preface and first SETTINGS frame: read more.
+    NeedMore,
+    /// Not an HTTP/2 client after all (wrong preface, or a first frame that isn't a
+    /// SETTINGS frame of a sane size).
+    NotHttp2,
+    /// The bytes h2 is to read: preface, SETTINGS, our HEADERS frame for stream 1 (the
+    /// upgraded request), then the rest of what the client sent.
+    Ready(BytesMut),
+}
+
+/// Splice the upgraded request into the client's bytes as stream 1 (a pure function,
+/// so the fuzz target `h2c_upgrade` can drive it with any bytes).
+pub fn splice(buf: &[u8], head: &parse::Head) -> Splice {
+    let preface_seen = buf.len().min(H2_PREFACE.len());
+    if buf[..preface_seen] != H2_PREFACE[..preface_seen] {
+        return Splice::NotHttp2;
+    }
+    if buf.len() < H2_PREFACE.len() + 9 {
+        return Splice::NeedMore;
+    }
+    let frame = &buf[H2_PREFACE.len()..];
+    let len = (usize::from(frame[0]) << 16) | (usize::from(frame[1]) << 8) | usize::from(frame[2]);
+    if frame[3] != 0x4 || len > 6 * 64 {
+        return Splice::NotHttp2; // the first frame must be SETTINGS
+    }
+    let settings_end = H2_PREFACE.len() + 9 + len;
+    if buf.len() < settings_end {
+        return Splice::NeedMore;
+    }
     let block = header_block(head);
     let mut spliced = BytesMut::with_capacity(buf.len() + block.len() + 9);
     spliced.put_slice(&buf[..settings_end]);
@@ -132,7 +140,29 @@ where
     spliced.put_u32(1);
     spliced.put_slice(&block);
     spliced.put_slice(&buf[settings_end..]);
-    Some(spliced)
+    Splice::Ready(spliced)
+}
+
+/// The fields of stream 1's HEADERS block, in order: the pseudo-headers, then the
+/// request's fields less those HTTP/2 forbids or that only served the upgrade.
+pub fn stream_one_fields(head: &parse::Head) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut fields = vec![
+        (
+            b":method".to_vec(),
+            head.method.as_str().as_bytes().to_vec(),
+        ),
+        (b":scheme".to_vec(), b"http".to_vec()),
+        (b":path".to_vec(), head.target.to_vec()),
+    ];
+    if let Some((_, host)) = head.headers.iter().find(|(n, _)| n.as_str() == "host") {
+        fields.push((b":authority".to_vec(), host.to_vec()));
+    }
+    for (name, value) in &head.headers {
+        if !DROPPED.contains(&name.as_str()) {
+            fields.push((name.as_str().as_bytes().to_vec(), value.to_vec()));
+        }
+    }
+    fields
 }
 
 #[cfg(test)]

@@ -27,6 +27,12 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Outgoing frame bytes encoded ahead of the socket at most.
 const WRITE_AHEAD: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// Outgoing bytes past which we stop reading frames. The app's messages fill `out` only
+/// up to WRITE_AHEAD; what goes beyond is our own answers to the client's frames
+/// (pongs, close). Without this a client could send pings without ever reading the
+/// pongs and have us queue them without end (a ping flood): past the limit we read
+/// nothing more until the socket takes what is queued.
+const ANSWER_BACKLOG: usize = 2 * WRITE_AHEAD;
 
 pub async fn serve<S>(
     mut io: S,
@@ -216,6 +222,7 @@ impl Connection<'_> {
             }
             let reading = !self.close_received
                 && !self.failed
+                && self.out.len() < ANSWER_BACKLOG
                 && self.session.state().incoming.len() < self.session.max_queue;
             let timer = self.next_timer(reading);
             if !reading {
@@ -306,6 +313,9 @@ impl Connection<'_> {
         while !self.close_received && !self.failed {
             if self.session.state().incoming.len() >= self.session.max_queue {
                 return Ok(()); // the app is behind: leave the rest in the socket
+            }
+            if self.out.len() >= ANSWER_BACKLOG {
+                return Ok(()); // the client isn't reading our pongs: wait for it
             }
             let Some(head) = frame::parse_head(&self.buf)? else {
                 return Ok(());

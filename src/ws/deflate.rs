@@ -159,7 +159,10 @@ impl Codec {
     }
 
     /// Inflate one message; more than `limit` bytes out closes with 1009 (no
-    /// decompression bomb gets past --ws-max-size).
+    /// decompression bomb gets past --ws-max-size). The check runs after every step of
+    /// inflation, and the output buffer never grows past `limit` plus a little, so a
+    /// bomb costs at most --ws-max-size of memory, not what it would inflate to (nor
+    /// twice the limit, as doubling growth would allow).
     pub fn decompress(&mut self, data: &[u8], limit: usize) -> Result<Vec<u8>, Failure> {
         let mut input = Vec::with_capacity(data.len() + TAIL.len());
         input.extend_from_slice(data);
@@ -168,7 +171,9 @@ impl Codec {
         let start_in = self.decompress.total_in();
         loop {
             if out.capacity() - out.len() < 64 {
-                out.reserve(out.len().max(1024));
+                // out.len() <= limit here: the check below returned otherwise.
+                let room = out.len().max(1024).min(limit + 64 - out.len());
+                out.reserve_exact(room);
             }
             let consumed = (self.decompress.total_in() - start_in) as usize;
             let before = (consumed, out.len());
@@ -320,6 +325,24 @@ mod tests {
         big[..8192].fill(b'a');
         let wire = Codec::new(Params::default()).compress(&big).unwrap();
         assert_eq!(inflate(&wire, big.len()), big);
+    }
+
+    /// With the output buffer capped at the limit: a message of exactly --ws-max-size
+    /// still inflates, one byte more is refused with 1009.
+    #[test]
+    fn inflation_stops_at_the_limit() {
+        let limit = 100_000;
+        let params = Params {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..Params::default()
+        };
+        let mut client = Codec::new(params);
+        let mut server = Codec::new(params);
+        let at_limit = client.compress(&vec![b'z'; limit]).unwrap();
+        assert_eq!(server.decompress(&at_limit, limit).unwrap().len(), limit);
+        let over = client.compress(&vec![b'z'; limit + 1]).unwrap();
+        assert_eq!(server.decompress(&over, limit).unwrap_err().code, TOO_BIG);
     }
 
     #[test]
