@@ -892,6 +892,13 @@ impl Arbiter {
                      its Python stacks follow",
                     w.pid, timeout
                 );
+                if is_stopped(w.pid) {
+                    // SIGSTOP (a debugger, a `kill -STOP`, a frozen cgroup) stops the
+                    // worker's control thread too: let it run so it can write its stacks
+                    // before the kill; its loop was not serving for --timeout anyway.
+                    warn!("Worker [{}] is stopped; resuming it to dump its stacks", w.pid);
+                    unsafe { libc::kill(w.pid as i32, libc::SIGCONT) };
+                }
                 let _ = w.control.write_all(&encode(&ToWorker::DumpStacks)).await;
                 w.kill_at = Some((now + DUMP_GRACE, "its event loop is blocked"));
                 w.timed_out = true;
@@ -1110,6 +1117,15 @@ async fn sleep_until_some(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether the process is stopped by a signal (state T in /proc/<pid>/stat; the state
+/// follows the command name, which is in parentheses and may itself hold any byte).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let after_name = stat.iter().rposition(|&b| b == b')').map_or(0, |i| i + 1);
+        stat[after_name..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'T')
+    })
 }
 
 fn describe(status: ExitStatus) -> String {
