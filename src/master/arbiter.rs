@@ -896,7 +896,10 @@ impl Arbiter {
                     // SIGSTOP (a debugger, a `kill -STOP`, a frozen cgroup) stops the
                     // worker's control thread too: let it run so it can write its stacks
                     // before the kill; its loop was not serving for --timeout anyway.
-                    warn!("Worker [{}] is stopped; resuming it to dump its stacks", w.pid);
+                    warn!(
+                        "Worker [{}] is stopped; resuming it to dump its stacks",
+                        w.pid
+                    );
                     unsafe { libc::kill(w.pid as i32, libc::SIGCONT) };
                 }
                 let _ = w.control.write_all(&encode(&ToWorker::DumpStacks)).await;

@@ -75,7 +75,10 @@ impl AcceptErrors {
             crate::warn!(
                 "accept recovered: {} accepts failed in the last {:.1}s",
                 burst.failures,
-                burst.last_failure.duration_since(burst.started).as_secs_f64()
+                burst
+                    .last_failure
+                    .duration_since(burst.started)
+                    .as_secs_f64()
             );
         }
     }
