@@ -1122,13 +1122,16 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// Whether the process is stopped by a signal (state T in /proc/<pid>/stat; the state
-/// follows the command name, which is in parentheses and may itself hold any byte).
+/// Whether the process is stopped by a signal (state T in /proc/<pid>/stat).
 fn is_stopped(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let after_name = stat.iter().rposition(|&b| b == b')').map_or(0, |i| i + 1);
-        stat[after_name..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'T')
-    })
+    std::fs::read(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat_says_stopped(&stat))
+}
+
+/// The state follows the command name, which is in parentheses and may itself hold any
+/// byte (a `)` or ` T ` included), so it is read after the last `)`.
+fn stat_says_stopped(stat: &[u8]) -> bool {
+    let after_name = stat.iter().rposition(|&b| b == b')').map_or(0, |i| i + 1);
+    stat[after_name..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'T')
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -1137,5 +1140,19 @@ fn describe(status: ExitStatus) -> String {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "exited".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_state_is_read_after_the_command_name() {
+        assert!(stat_says_stopped(b"42 (python3) T 1 42 42 0 -1"));
+        assert!(!stat_says_stopped(b"42 (python3) S 1 42 42 0 -1"));
+        // A name that looks like a stopped state must not fool it.
+        assert!(!stat_says_stopped(b"42 (a) T (b) R 1 42 42 0 -1"));
+        assert!(!is_stopped(std::process::id()));
     }
 }
