@@ -243,10 +243,10 @@ def test_kill_9_of_one_worker_fails_only_its_requests_in_flight():
     assert len(failed) <= on_killed, (failed, on_killed)
     assert all(r["failed_at"] - killed_at < 1.0 for r in failed), failed
     # The other worker never missed a request: no failure on its connections, and it
-    # served in every 0.25 s slice of the fault.
+    # served in every 0.5 s slice of the fault.
     assert not [r for r in load.records if r["pid"] == second and r["failed_at"]], load.records
-    for slice_start in (killed_at + 0.25 * i for i in range(4)):
-        assert served_between(load, second, slice_start, slice_start + 0.25) > 0
+    for slice_start in (killed_at + 0.5 * i for i in range(3)):
+        assert served_between(load, second, slice_start, slice_start + 0.5) > 0
     # New connections: at most the one the dead worker had just accepted failed.
     probe_failures = [t for t, pid in probe.results if pid is None]
     assert len(probe_failures) <= 1, probe.results
