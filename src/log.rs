@@ -4,6 +4,13 @@
 //! uvicorn colours them with --use-colors, or by default on a terminal. How each access
 //! line is made is src/access_log.rs; Python's logging of the `uvicorn.*` and
 //! `ferrocorn.*` loggers writes through here too (python/ferrocorn/_logging.py).
+//!
+//! A log that can't be written (a full disk, /dev/full, a closed stdout pipe) never
+//! stops the server: the line is dropped, the first failure is reported once where it
+//! still can be (an access-log failure on the error log, an error-log file failure on
+//! stderr), and the next line that gets through is preceded by a count of what was
+//! lost. EPIPE is an error return here, not a signal: the interpreter of the master
+//! and of every worker ignores SIGPIPE (and exec'd children get it back by default).
 
 use crate::config::LogLevel;
 use std::cell::RefCell;
@@ -11,6 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 /// Colour the error log's level names / the access line (--use-colors), decided by
@@ -22,16 +30,37 @@ static ACCESS_COLORS: AtomicBool = AtomicBool::new(false);
 struct Sink {
     path: Option<String>,
     file: Option<File>,
+    /// Set while writes fail: lines dropped since, and when the first one failed.
+    outage: Option<Outage>,
 }
 
-static ERROR_SINK: Mutex<Sink> = Mutex::new(Sink {
-    path: None,
-    file: None,
-});
-static ACCESS_SINK: Mutex<Sink> = Mutex::new(Sink {
-    path: None,
-    file: None,
-});
+struct Outage {
+    since: Instant,
+    lost_lines: u64,
+}
+
+impl Sink {
+    const fn new() -> Self {
+        Sink {
+            path: None,
+            file: None,
+            outage: None,
+        }
+    }
+
+    /// How the warnings name this destination.
+    fn describe(&self, stdout: bool) -> String {
+        match (&self.path, stdout) {
+            (Some(path), true) => format!("the access log {path}"),
+            (Some(path), false) => format!("the error log {path}"),
+            (None, true) => "the access log (stdout)".into(),
+            (None, false) => "the error log (stderr)".into(),
+        }
+    }
+}
+
+static ERROR_SINK: Mutex<Sink> = Mutex::new(Sink::new());
+static ACCESS_SINK: Mutex<Sink> = Mutex::new(Sink::new());
 
 pub fn set_level(level: LogLevel) {
     LEVEL.store(level as u8, Ordering::Relaxed);
@@ -88,21 +117,68 @@ pub fn reopen() -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_line(sink: &Mutex<Sink>, stdout: bool, line: &[u8]) {
-    let mut sink = sink.lock().unwrap();
+fn write_raw(sink: &mut Sink, stdout: bool, bytes: &[u8]) -> std::io::Result<()> {
     match sink.file.as_mut() {
-        Some(file) => {
-            let _ = file.write_all(line);
-        }
+        Some(file) => file.write_all(bytes),
         None if stdout => {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(line);
-            let _ = out.flush();
+            out.write_all(bytes)?;
+            out.flush()
         }
-        None => {
-            let _ = std::io::stderr().lock().write_all(line);
+        None => std::io::stderr().lock().write_all(bytes),
+    }
+}
+
+/// Write `line` (one or more whole lines); a failure drops it and is reported once.
+fn write_line(sink_lock: &Mutex<Sink>, stdout: bool, line: &[u8]) {
+    let mut sink = sink_lock.lock().unwrap();
+    if let Some(outage) = &sink.outage {
+        // Say what was lost before the first line that gets through again.
+        let notice = format!(
+            "{}{} log lines were lost: {} could not be written for {:.1}s\n",
+            prefix(LogLevel::Warning, !stdout && error_colors()),
+            outage.lost_lines,
+            sink.describe(stdout),
+            outage.since.elapsed().as_secs_f64()
+        );
+        if write_raw(&mut sink, stdout, notice.as_bytes()).is_ok() {
+            sink.outage = None;
         }
     }
+    let failed = match sink.outage {
+        Some(_) => Some(None),
+        None => write_raw(&mut sink, stdout, line).err().map(Some),
+    };
+    let Some(first_error) = failed else {
+        return;
+    };
+    let lines = line.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+    let outage = sink.outage.get_or_insert(Outage {
+        since: Instant::now(),
+        lost_lines: 0,
+    });
+    outage.lost_lines += lines;
+    let Some(error) = first_error else {
+        return; // Already reported.
+    };
+    let warning = format!(
+        "{} can't be written ({error}); dropping its lines until it can, then counting \
+         what was lost",
+        sink.describe(stdout)
+    );
+    let to_stderr = !stdout && sink.file.is_some();
+    drop(sink);
+    if stdout {
+        // The error log is another destination (never the other way round, so the two
+        // locks are only ever taken in this order).
+        log(LogLevel::Warning, &warning);
+    } else if to_stderr {
+        // The error log file failed; stderr may still reach someone (a journal).
+        let line = format!("{}{warning}\n", prefix(LogLevel::Warning, false));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+    // An error log on stderr that fails has nowhere left to say so: the count of lost
+    // lines is written when it works again.
 }
 
 /// `INFO:     `: the level name padded to ten columns as uvicorn's default formatter

@@ -2,7 +2,7 @@
 (hyperframe + hpack), raw WebSocket frames and raw HTTP/1.1 bytes. For every attack the
 server must stop or bound it, and meanwhile the SAME worker must answer another client
 promptly, with its CPU time (from /proc/<pid>/stat) and its memory (RSS, and the peak
-RSS where a transient spike is the danger) within stated bounds. docs/reliability-attacks.md
+RSS where a transient spike is the danger) within stated bounds. docs/reliability.md
 lists each case and what happened.
 
 The bounds are generous on purpose (a shared 2-core machine), but each one is far below
@@ -110,7 +110,7 @@ class Worker:
 
 def measured(case: str, **numbers) -> None:
     """Print what an attack cost when FERROCORN_ATTACK_REPORT is set (run with -s): the
-    figures in docs/reliability-attacks.md come from such a run."""
+    figures in docs/reliability.md come from such a run."""
     if os.environ.get("FERROCORN_ATTACK_REPORT"):
         shown = ", ".join(
             f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items()
@@ -640,7 +640,7 @@ def test_h1_pipelining_flood_meets_backpressure(server):
 
 
 # The issue asks for 1,000; 300 keeps the test within its time on a shared CI machine.
-# FERROCORN_SLOW_READERS=1000 runs the full count (docs/reliability-attacks.md has both).
+# FERROCORN_SLOW_READERS=1000 runs the full count (docs/reliability.md has both).
 SLOW_READERS = int(os.environ.get("FERROCORN_SLOW_READERS", "300"))
 
 

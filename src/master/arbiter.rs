@@ -959,6 +959,16 @@ impl Arbiter {
                      its Python stacks follow",
                     w.pid, timeout
                 );
+                if is_stopped(w.pid) {
+                    // SIGSTOP (a debugger, a `kill -STOP`, a frozen cgroup) stops the
+                    // worker's control thread too: let it run so it can write its stacks
+                    // before the kill; its loop was not serving for --timeout anyway.
+                    warn!(
+                        "Worker [{}] is stopped; resuming it to dump its stacks",
+                        w.pid
+                    );
+                    unsafe { libc::kill(w.pid as i32, libc::SIGCONT) };
+                }
                 let _ = w.control.write_all(&encode(&ToWorker::DumpStacks)).await;
                 w.kill_at = Some((now + DUMP_GRACE, "its event loop is blocked"));
                 w.timed_out = true;
@@ -1182,11 +1192,37 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
+/// Whether the process is stopped by a signal (state T in /proc/<pid>/stat).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat_says_stopped(&stat))
+}
+
+/// The state follows the command name, which is in parentheses and may itself hold any
+/// byte (a `)` or ` T ` included), so it is read after the last `)`.
+fn stat_says_stopped(stat: &[u8]) -> bool {
+    let after_name = stat.iter().rposition(|&b| b == b')').map_or(0, |i| i + 1);
+    stat[after_name..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'T')
+}
+
 fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "exited".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_state_is_read_after_the_command_name() {
+        assert!(stat_says_stopped(b"42 (python3) T 1 42 42 0 -1"));
+        assert!(!stat_says_stopped(b"42 (python3) S 1 42 42 0 -1"));
+        // A name that looks like a stopped state must not fool it.
+        assert!(!stat_says_stopped(b"42 (a) T (b) R 1 42 42 0 -1"));
+        assert!(!is_stopped(std::process::id()));
     }
 }

@@ -4,6 +4,7 @@
 //! `ferrocorn-io` thread runs tokio and the protocols; the `ferrocorn-control` thread reads the
 //! master's orders. Only the main thread ever holds the GIL for our code.
 
+mod accept_errors;
 pub mod control;
 mod server;
 mod signals;

@@ -4,6 +4,7 @@
 //! upgrade, WebSocket by upgrade), and drains connections on a graceful stop: HTTP
 //! first, then WebSockets are closed with 1012. It never touches Python.
 
+use super::accept_errors::{self, AcceptErrors};
 use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::ConnInfo;
 use crate::conn_shared::ConnShared;
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 /// Orders from the Python side to the I/O thread.
@@ -45,6 +45,8 @@ enum Listener {
 struct Connections {
     count: AtomicUsize,
     all_closed: Notify,
+    /// Any one closed: an accept that failed for lack of fds may succeed now.
+    one_closed: Notify,
 }
 
 struct ConnGuard(Arc<Connections>);
@@ -54,6 +56,7 @@ impl Drop for ConnGuard {
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.all_closed.notify_waiters();
         }
+        self.0.one_closed.notify_waiters();
     }
 }
 
@@ -174,12 +177,17 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     counts: Arc<Counts>,
 ) {
+    let mut errors = AcceptErrors::default();
     loop {
         if *shutdown.borrow() {
             return;
         }
         let accepted = tokio::select! {
             a = accept(&listener) => a,
+            _ = errors.burst_over() => {
+                errors.end_burst();
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         match accepted {
@@ -249,10 +257,20 @@ async fn accept_loop(
                     }
                 });
             }
+            Err(e) if accept_errors::is_per_connection(&e) => {
+                crate::debug!("accept: a queued connection was already gone: {e}");
+            }
             Err(e) => {
-                // Out of fds or memory: back off instead of spinning on accept.
-                crate::error!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Out of fds or memory: back off instead of spinning on accept (the
+                // listener stays readable), and log the burst, not every retry.
+                // A closed connection frees an fd: retry then rather than wait it out.
+                errors.failed(&e);
+                tokio::select! {
+                    _ = tokio::time::sleep(accept_errors::BACKOFF) => {}
+                    _ = counts.http.one_closed.notified() => {}
+                    _ = counts.websockets.one_closed.notified() => {}
+                    _ = shutdown.changed() => return,
+                }
             }
         }
     }
