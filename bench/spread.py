@@ -266,7 +266,9 @@ def spread_row(server: str, workers: int, peers: Path, background: int) -> str:
 # -- the accept path's cost -------------------------------------------------------------
 
 
-def cost_row(label: str, extra: list[str], peers: Path, connections: int = 2000) -> str:
+def cost_row(
+    label: str, extra: list[str], peers: Path, connections: int = 2000, workers: int = 8
+) -> str:
     """Server CPU (all processes) per connection that sends one request and closes."""
 
     async def churn(port: int) -> None:
@@ -281,7 +283,7 @@ def cost_row(label: str, extra: list[str], peers: Path, connections: int = 2000)
 
         await asyncio.gather(*(one() for _ in range(connections)))
 
-    with running("ferrocorn", 8, peers, extra) as (port, proc):
+    with running("ferrocorn", workers, peers, extra) as (port, proc):
         time.sleep(1)
         pids = [proc.pid, *children(proc.pid)]
         before = cpu_seconds(pids)
@@ -290,7 +292,7 @@ def cost_row(label: str, extra: list[str], peers: Path, connections: int = 2000)
         took = time.monotonic() - started
         used = cpu_seconds(pids) - before
     return (
-        f"| {label} | {connections} | {used / connections * 1e6:.0f} µs "
+        f"| {label} | {workers} | {connections} | {used / connections * 1e6:.0f} µs "
         f"| {connections / took:.0f}/s |"
     )
 
@@ -327,12 +329,13 @@ async def _steady_clients(port: int, clients: int, seconds: float, marks: dict) 
     await asyncio.gather(sampler(), *(one(i) for i in range(clients)))
 
 
-def rebalance(peers: Path, age: float = 4.0) -> None:
+def rebalance(peers: Path, age: float | None) -> None:
     """Two workers with 200 steady clients, then TTIN adds a third (it starts with
-    none): the distribution right after, and after an age cycle."""
-    extra = ["--max-connection-age", str(age), "--max-connection-age-jitter", "1"]
+    none): the distribution before, right after, and after an age cycle. Without
+    --max-connection-age the new worker only gets connections that are opened anew."""
+    extra = ["--max-connection-age", str(age), "--max-connection-age-jitter", "1"] if age else []
     with running("ferrocorn", 2, peers, extra) as (port, proc):
-        marks = {1.5: None, 3.0: None, 3.0 + age + 2: None}
+        marks = {1.5: None, 4.0: None, 11.0: None}
 
         def add_worker() -> None:
             time.sleep(2.0)
@@ -340,8 +343,11 @@ def rebalance(peers: Path, age: float = 4.0) -> None:
 
         threading.Thread(target=add_worker, daemon=True).start()
         asyncio.run(_steady_clients(port, 200, max(marks) + 0.5, marks))
+    label = f"--max-connection-age {age:g}" if age else "no --max-connection-age"
     for t, counts in sorted(marks.items()):
-        print(f"t={t:4.1f}s: {sorted(counts.values(), reverse=True)}")
+        workers = 2 if t < 2.0 else 3
+        spread = distribution(list(counts.elements()), workers)
+        print(f"{label}, t={t:4.1f}s ({workers} workers): {spread}")
 
 
 def main() -> None:
@@ -361,14 +367,16 @@ def main() -> None:
     parser.add_argument("--rebalance", action="store_true")
     args = parser.parse_args()
     if args.cost:
-        print("| accepting | connections | server CPU per connection | rate |")
-        print("|---|---|---|---|")
+        print("| accepting | workers | connections | server CPU per connection | rate |")
+        print("|---|---|---|---|---|")
         off = ["--accept-balance", "off"]
-        for label, extra in (("balanced", []), ("--accept-balance off", off)):
-            print(cost_row(label, extra, args.peers_bin), flush=True)
+        for workers in (1, 8):
+            for label, extra in (("balanced", []), ("--accept-balance off", off)):
+                print(cost_row(label, extra, args.peers_bin, 3000, workers), flush=True)
         return
     if args.rebalance:
-        rebalance(args.peers_bin)
+        rebalance(args.peers_bin, None)
+        rebalance(args.peers_bin, 4.0)
         return
     print("| server | workers | busiest / fair | connections per worker |")
     print("|---|---|---|---|")

@@ -6,20 +6,25 @@
 //! load is whichever worker is least busy with Python at that instant, not the one with
 //! the fewest connections; measured, 8 workers, the busiest got about twice its fair
 //! share. A worker above the mean of the accepting workers (by a small margin) now waits
-//! `DEFER` before it tries; a worker at or below the mean takes the connection at once
-//! in the meantime. If nobody did (the others are busy, stuck, or there are none), the
-//! waiting worker takes it after all, so a connection is delayed at most `DEFER` and
-//! never dropped, and a worker left alone never waits (it is the mean).
+//! a few milliseconds (`DEFER`, longer the further above it is, at most `DEFER_MAX`)
+//! before it tries; a worker at or below the mean takes the connection at once in the
+//! meantime. If nobody did (the others are busy, stuck, or there are none), the waiting
+//! worker takes it after all, so a connection is delayed at most `DEFER_MAX` and never
+//! dropped, and a worker left alone never waits (it is the mean).
 
 use super::table::{self, Table, ACCEPTING, DRAINING};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a worker above the mean lets the others take a connection first. Long
-/// enough for another worker's loop to be scheduled on a loaded machine (a few ms), short
-/// enough not to show in a connection's setup time. Measured in docs/design.md.
+/// How long a worker just above the mean lets the others take a connection first: long
+/// enough for another worker's I/O thread to be scheduled (a few ms), short enough not
+/// to show in a connection's setup time. A worker further above waits longer, up to
+/// `DEFER_MAX`: on a machine whose CPUs are all busy the others may not run for tens of
+/// milliseconds, and with a fixed 3 ms the workers that do run took the burst (measured
+/// once at load average 10 on 2 cores: 3 workers with 75 connections, 5 with 35).
 pub const DEFER: Duration = Duration::from_millis(3);
+pub const DEFER_MAX: Duration = Duration::from_millis(20);
 /// How often an accepting worker's I/O thread stamps its slot (and how a stopped or
 /// starved worker is recognised: no stamp for `STALE_AFTER_MS`).
 pub const STAMP_EVERY: Duration = Duration::from_millis(250);
@@ -80,16 +85,28 @@ impl WorkerSlot {
         self.slot().connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// True when this worker holds more connections than the mean of the accepting
-    /// workers plus a margin: then it lets the others take the next one first.
-    pub fn should_defer(&self) -> bool {
+    /// Some(wait) when this worker holds more connections than the mean of the
+    /// accepting workers plus a margin: it lets the others take the next one first.
+    pub fn deferral(&self) -> Option<Duration> {
         let now = table::now_ms();
         // Our own stamp is refreshed here too: a worker that accepts is alive.
         self.slot().stamp_ms.store(now, Ordering::Relaxed);
         let mine = u64::from(self.slot().connections.load(Ordering::Relaxed));
         let (sum, live) = self.table.live_totals(now, STALE_AFTER_MS);
-        over_mean(mine, sum, live)
+        deferral(mine, sum, live)
     }
+}
+
+/// `DEFER` for each margin's worth of connections above the mean, at most `DEFER_MAX`.
+fn deferral(mine: u64, sum: u64, live: u32) -> Option<Duration> {
+    if !over_mean(mine, sum, live) {
+        return None;
+    }
+    let live = u64::from(live);
+    let mean_20 = sum * 20 / live;
+    let margin_20 = (mean_20 / 20).max(20);
+    let margins_over = (mine * 20 - mean_20) / margin_20;
+    Some((DEFER * margins_over.clamp(1, 10) as u32).min(DEFER_MAX))
 }
 
 /// `mine` is above the mean of `live` workers holding `sum` connections by more than
@@ -123,5 +140,16 @@ mod tests {
         assert!(over_mean(211, 401, 2));
         // Nobody has a connection yet.
         assert!(!over_mean(0, 0, 8));
+    }
+
+    #[test]
+    fn the_further_above_the_longer_the_wait() {
+        use super::{deferral, DEFER, DEFER_MAX};
+        assert_eq!(deferral(9, 17, 2), None);
+        // Mean 8, margin 1: 10 is two margins above.
+        assert_eq!(deferral(10, 16, 2), Some(DEFER * 2));
+        // Mean 50, margin 2.5: 60 is four margins above.
+        assert_eq!(deferral(60, 400, 8), Some(DEFER * 4));
+        assert_eq!(deferral(200, 400, 8), Some(DEFER_MAX));
     }
 }

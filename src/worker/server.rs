@@ -423,7 +423,7 @@ struct Accepted {
 }
 
 /// The next connection. With a slot in the connection table, a worker that holds more
-/// than its share waits `DEFER` first, giving the other workers (woken for the same
+/// than its share waits a few milliseconds first (`WorkerSlot::deferral`), giving the other workers (woken for the same
 /// connection) the chance to take it; then it takes it itself if it is still there.
 async fn accept(listener: &Listener, balance: Option<&WorkerSlot>) -> std::io::Result<Accepted> {
     loop {
@@ -480,8 +480,8 @@ async fn accept(listener: &Listener, balance: Option<&WorkerSlot>) -> std::io::R
 }
 
 async fn defer_if_over(balance: Option<&WorkerSlot>) {
-    if balance.is_some_and(WorkerSlot::should_defer) {
-        tokio::time::sleep(crate::balance::worker::DEFER).await;
+    if let Some(wait) = balance.and_then(WorkerSlot::deferral) {
+        tokio::time::sleep(wait).await;
     }
 }
 
