@@ -97,6 +97,36 @@ def test_hup_with_balanced_accepting_loses_nothing_and_the_new_workers_take_conn
 
 
 @pytest.mark.timeout(60)
+def test_a_stopped_worker_with_few_connections_does_not_hold_up_accepts():
+    """A worker that stops running (SIGSTOP here; a starved or frozen process alike)
+    keeps its low count in the table; the other worker, far above that mean, must
+    still take every new connection promptly: its wait is bounded, and the stopped
+    worker's slot leaves the mean once its stamp is stale."""
+    with spread_server("--workers", "2").start(timeout=30) as s:
+        workers = s.wait_for_workers(2)
+        held = []
+        for _ in range(20):  # both workers hold some connections
+            sock = s.connect()
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            sock.recv(4096)
+            held.append(sock)
+        stopped = min(workers)
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            pids = measure_spread(s.port, fresh=60, concurrency=1)
+            took = time.monotonic() - started
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+            for sock in held:
+                sock.close()
+        assert set(pids) == workers - {stopped}
+        # 60 connections one after another: at most 20 ms of waiting each while the
+        # stopped worker still counts, none once its slot is stale (1.5 s).
+        assert took < 1.5 + 60 * 0.02 + 2.0, took
+
+
+@pytest.mark.timeout(60)
 def test_accept_balance_off_still_serves_every_worker():
     with spread_server("--workers", "2", "--accept-balance", "off").start(timeout=30) as s:
         pids = s.wait_for_workers(2)
