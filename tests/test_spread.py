@@ -8,6 +8,7 @@ connections, then 400 fresh keep-alive connections that each ask which worker an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import signal
@@ -96,6 +97,22 @@ def test_hup_with_balanced_accepting_loses_nothing_and_the_new_workers_take_conn
         assert len(set(fresh_pids)) == 3, distribution(fresh_pids, 3)
 
 
+def wait_all_threads_stopped(pid: int) -> None:
+    """kill() returns before every thread has stopped: a thread running on the other
+    CPU may still accept a connection. Wait until all are in state T."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = set()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+                states.add(stat.rsplit(")", 1)[1].split()[0])
+        if states == {"T"}:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} did not stop: {states}")
+
+
 @pytest.mark.timeout(60)
 def test_a_stopped_worker_with_few_connections_does_not_hold_up_accepts():
     """A worker that stops running (SIGSTOP here; a starved or frozen process alike)
@@ -113,6 +130,7 @@ def test_a_stopped_worker_with_few_connections_does_not_hold_up_accepts():
         stopped = min(workers)
         os.kill(stopped, signal.SIGSTOP)
         try:
+            wait_all_threads_stopped(stopped)
             started = time.monotonic()
             pids = measure_spread(s.port, fresh=60, concurrency=1)
             took = time.monotonic() - started
