@@ -126,9 +126,11 @@ pub struct Config {
     #[arg(long, default_value_t = 2048)]
     pub backlog: i32,
 
-    /// Number of worker processes.
-    #[arg(long, env = "WEB_CONCURRENCY", default_value_t = 1)]
-    pub workers: usize,
+    /// Number of worker processes, or "auto": one per CPU this process may use (the
+    /// cgroup CPU quota and the affinity mask; logged at startup).
+    #[arg(long, env = "WEB_CONCURRENCY", default_value = "1",
+          value_parser = crate::balance::WorkerCount::parse)]
+    pub workers: crate::balance::WorkerCount,
 
     /// Look for APP in this directory (prepended to sys.path).
     #[arg(long, default_value = ".")]
@@ -354,6 +356,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub recycling: crate::recycling::RecyclingOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub balance: crate::balance::BalanceOptions,
 
     #[command(flatten)]
     #[serde(flatten)]

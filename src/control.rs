@@ -22,6 +22,10 @@ pub enum ToWorker {
         worker_id: usize,
         /// This worker's --max-requests with its jitter applied.
         max_requests: Option<u64>,
+        /// Its slot in the shared connection table (src/balance); None: accept
+        /// without balancing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        balance: Option<crate::balance::worker::SlotSpec>,
     },
     /// Stop accepting, finish in-flight requests, run lifespan shutdown, exit.
     Stop,

@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod asgi;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod conn_shared;

@@ -152,6 +152,8 @@ OPTIONS: dict[str, Option] = {
         Option("workers_max_rss_interval", VALUE, NUMBER, 2.0),
         Option("workers_lifetime", VALUE, NUMBER),
         Option("workers_lifetime_jitter", VALUE, NUMBER, 0.0),
+        # Spreading connections over workers (src/balance/options.rs).
+        Option("accept_balance", VALUE, str, "connections", ("connections", "off")),
         Option("metrics", FLAG, bool, False),
         Option("metrics_address", VALUE, str, "127.0.0.1"),
         Option("metrics_port", VALUE, int, 9090),
@@ -230,6 +232,8 @@ def normalise(name: str, value: Any) -> str | bool | list[str] | None:
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, not {value!r}")
         return value
+    if option.name == "workers" and isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"  # one worker per CPU this process may use (src/balance/cpus.rs)
     if isinstance(value, bool) or not isinstance(value, option.type):
         wanted = {
             str: "a string",

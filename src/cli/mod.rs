@@ -74,5 +74,14 @@ pub fn parse(argv: &[String]) -> Result<Config, i32> {
         }
         return Err(EXIT_USAGE);
     }
+    if config.workers == crate::balance::WorkerCount::Auto {
+        // Resolved once, here in the master: workers always see a number.
+        let (count, source) = crate::balance::cpus::auto_workers();
+        config.workers = crate::balance::WorkerCount::Fixed(count);
+        config
+            .cli
+            .notes
+            .push(format!("--workers auto: {count} worker(s), as {source}"));
+    }
     Ok(config)
 }

@@ -33,6 +33,8 @@
 use super::listeners::{self, Listener};
 use super::reload;
 use super::spawn::{spawn_worker, PythonLaunch};
+use crate::balance::master::SlotTable;
+use crate::balance::AcceptBalance;
 use crate::config::Config;
 use crate::control::{encode, ToMaster, ToWorker};
 use crate::deploy::{activation, advice, health::LOOP_STALLED, notify, reaper};
@@ -132,6 +134,8 @@ struct Worker {
     lifetime_ends: Option<Instant>,
     /// Consecutive RSS samples over --workers-max-rss.
     rss_over: u32,
+    /// Its slot in the shared connection table, freed when it is reaped.
+    balance_slot: Option<usize>,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -178,6 +182,9 @@ struct Arbiter {
     init: bool,
     /// When the workers' RSS was last sampled (--workers-max-rss).
     rss_sampled: Instant,
+    /// The connection table workers balance their accepts with (None: --accept-balance
+    /// off, or it could not be created).
+    balance: Option<SlotTable>,
     /// --metrics: what the metrics listener serves, kept up to date here.
     fleet: Option<Arc<Mutex<Fleet>>>,
 }
@@ -296,7 +303,8 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut arbiter = Arbiter {
-            target: config.workers.max(1),
+            target: config.workers.count().max(1),
+            balance: connection_table(&config),
             config,
             python,
             listeners,
@@ -325,6 +333,24 @@ pub fn run(config: Config, python: PythonLaunch) -> i32 {
         let _ = std::fs::remove_file(path);
     }
     code
+}
+
+/// The table of open connections per worker (src/balance), unless turned off. Without
+/// it workers accept as the kernel wakes them: one line says so.
+fn connection_table(config: &Config) -> Option<SlotTable> {
+    if config.balance.accept_balance == AcceptBalance::Off {
+        return None;
+    }
+    match SlotTable::create() {
+        Ok(table) => Some(table),
+        Err(e) => {
+            warn!(
+                "Could not create the shared connection table ({e}); workers accept \
+                 without balancing, so connections may spread unevenly"
+            );
+            None
+        }
+    }
 }
 
 impl Arbiter {
@@ -486,6 +512,9 @@ impl Arbiter {
         let Some(worker) = self.workers.remove(&key) else {
             return;
         };
+        if let (Some(table), Some(slot)) = (self.balance.as_mut(), worker.balance_slot) {
+            table.release(slot);
+        }
         if let Some(fleet) = &self.fleet {
             fleet.lock().unwrap().worker_exited(key);
         }
@@ -1031,14 +1060,21 @@ impl Arbiter {
     /// Start one worker and hand it its boot message. None if the interpreter itself
     /// can't be started (then the master stops).
     async fn spawn(&mut self) -> Option<u64> {
-        let fds: Vec<i32> = self
+        let mut fds: Vec<i32> = self
             .listeners
             .iter()
             .map(|l| l.socket.as_raw_fd())
             .collect();
+        let balance_slot = self.balance.as_mut().and_then(SlotTable::claim);
+        if let Some(slot) = &balance_slot {
+            fds.push(slot.fd);
+        }
         let spawned = match spawn_worker(&self.python, &fds, &self.worker_env) {
             Ok(s) => s,
             Err(e) => {
+                if let (Some(table), Some(slot)) = (self.balance.as_mut(), balance_slot) {
+                    table.release(slot.index);
+                }
                 error!(
                     "Could not start a worker with {}: {e}",
                     self.python.executable
@@ -1065,6 +1101,7 @@ impl Arbiter {
             listeners: self.listeners.iter().map(Listener::spec).collect(),
             worker_id: key as usize,
             max_requests: self.max_requests_for_one(),
+            balance: balance_slot,
         };
         // A failed write means the worker already died; its exit is reported below.
         let _ = write_half.write_all(&encode(&boot)).await;
@@ -1110,6 +1147,7 @@ impl Arbiter {
                 timed_out: false,
                 lifetime_ends,
                 rss_over: 0,
+                balance_slot: balance_slot.map(|s| s.index),
             },
         );
         if let Some(fleet) = &self.fleet {

@@ -15,6 +15,7 @@ use crate::asgi::dispatch::Dispatcher;
 use crate::asgi::exchange::IoWakeups;
 use crate::asgi::http::HttpContext;
 use crate::asgi::scope::ScopeBuilder;
+use crate::balance::worker::WorkerSlot;
 use crate::config::{Config, HttpMode, LogLevel};
 use crate::conn_shared::{ConnShared, H2Settings, HeadOptions, Limits, WsSettings};
 use crate::control::{ListenerSpec, ToMaster, ToWorker};
@@ -44,6 +45,8 @@ pub struct WorkerCore {
     /// WSGI with access records routed to Python logging: the emitter the loop calls.
     wsgi_access: Option<PyObject>,
     batch: Vec<bridge::Event>,
+    /// This worker's slot in the shared connection table (src/balance).
+    balance: Option<Arc<WorkerSlot>>,
     /// When the loop last ran the heartbeat (event-loop lag, --metrics).
     last_beat: Option<std::time::Instant>,
 }
@@ -64,6 +67,7 @@ impl WorkerCore {
             listeners,
             worker_id,
             max_requests,
+            balance,
         } = boot
         else {
             return Err(runtime_error(
@@ -77,6 +81,16 @@ impl WorkerCore {
         )
         .map_err(runtime_error)?;
         crate::log::set_colors(config.logging.colors());
+        let balance = balance.and_then(|spec| match WorkerSlot::open(spec) {
+            Ok(slot) => Some(slot),
+            Err(e) => {
+                crate::warn!(
+                    "Could not map the shared connection table ({e}); this worker \
+                     accepts without balancing"
+                );
+                None
+            }
+        });
         let bridge = Arc::new(Bridge::new().map_err(runtime_error)?);
         let sigterm = signals::install_sigterm().map_err(runtime_error)?;
         let health = Arc::new(crate::deploy::health::Health::new(&config.deploy));
@@ -101,6 +115,7 @@ impl WorkerCore {
             on_control: None,
             wsgi_access: None,
             batch: Vec::with_capacity(256),
+            balance,
         })
     }
 
@@ -222,7 +237,7 @@ impl WorkerCore {
         )?);
         let shared = self.conn_shared(wakeups, true, access_log, python_access)?;
         let handle = py
-            .allow_threads(|| server::start(&self.listeners, shared))
+            .allow_threads(|| server::start(&self.listeners, shared, self.balance.clone()))
             .map_err(runtime_error)?;
         self.server = Some(handle);
         Ok(self.bridge.fd())
@@ -251,7 +266,7 @@ impl WorkerCore {
                 py,
                 app,
                 c.interface.threads,
-                c.workers > 1,
+                c.workers.count() > 1,
                 &c.root_path,
                 c.tls_enabled(),
                 std::time::Duration::from_secs_f64(c.interface.timeout_write.max(0.001)),
@@ -273,7 +288,7 @@ impl WorkerCore {
             python_access,
         )?;
         let handle = py
-            .allow_threads(|| server::start(&self.listeners, shared))
+            .allow_threads(|| server::start(&self.listeners, shared, self.balance.clone()))
             .map_err(runtime_error)?;
         self.server = Some(handle);
         Ok((self.bridge.fd(), pool))

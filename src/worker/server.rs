@@ -7,14 +7,17 @@
 use super::accept_errors::{self, AcceptErrors};
 use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::ConnInfo;
+use crate::balance::worker::WorkerSlot;
 use crate::conn_shared::ConnShared;
 use crate::control::ListenerSpec;
 use crate::http1::close::reject_and_close;
 use crate::http1::conn::{self, Handoff};
 use std::net::SocketAddr;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{watch, Notify};
 
 /// Orders from the Python side to the I/O thread.
@@ -35,16 +38,20 @@ impl ServerHandle {
     }
 }
 
+/// A listening socket, watched by the runtime but accepted from by hand (`accept`): a
+/// worker must be able to see that a connection is waiting without taking it, which
+/// tokio's own listeners can't do.
 enum Listener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
+    Tcp(AsyncFd<std::net::TcpListener>),
+    Unix(AsyncFd<std::os::unix::net::UnixListener>),
 }
 
-/// Live connections, so a graceful stop knows when the last one is gone.
-#[derive(Default)]
+/// Live connections, so a graceful stop knows when the last one is gone; also counted
+/// in this worker's slot of the shared connection table, for balanced accepting.
 struct Connections {
     count: AtomicUsize,
     all_closed: Notify,
+    slot: Option<Arc<WorkerSlot>>,
     /// Any one closed: an accept that failed for lack of fds may succeed now.
     one_closed: Notify,
 }
@@ -53,6 +60,9 @@ struct ConnGuard(Arc<Connections>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        if let Some(slot) = &self.0.slot {
+            slot.closed();
+        }
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.all_closed.notify_waiters();
         }
@@ -60,7 +70,11 @@ impl Drop for ConnGuard {
     }
 }
 
-pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Result<ServerHandle> {
+pub fn start(
+    listeners: &[ListenerSpec],
+    shared: Arc<ConnShared>,
+    balance: Option<Arc<WorkerSlot>>,
+) -> std::io::Result<ServerHandle> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,7 +103,7 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
                     }
                 }
                 let _ = ready_tx.send(Ok(()));
-                serve(bound, shared, shutdown_rx).await;
+                serve(bound, shared, shutdown_rx, balance).await;
             });
             crate::log::flush_access_batch();
         })?;
@@ -104,28 +118,69 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
 
 fn adopt(spec: &ListenerSpec) -> std::io::Result<Listener> {
     // The fd is inherited from the master and is ours alone in this process.
+    // SAFETY (registration): the std listener owns its fd, which stays open and the
+    // same for as long as the AsyncFd holds it.
     if spec.unix {
         let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(spec.fd) };
         l.set_nonblocking(true)?;
-        Ok(Listener::Unix(tokio::net::UnixListener::from_std(l)?))
+        let fd = unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) };
+        Ok(Listener::Unix(fd.map_err(std::io::Error::from)?))
     } else {
         let l = unsafe { std::net::TcpListener::from_raw_fd(spec.fd) };
         l.set_nonblocking(true)?;
-        Ok(Listener::Tcp(tokio::net::TcpListener::from_std(l)?))
+        let fd = unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) };
+        Ok(Listener::Tcp(fd.map_err(std::io::Error::from)?))
     }
 }
 
 /// HTTP connections and WebSockets, counted apart: a graceful stop waits for HTTP
 /// requests to finish, and only then closes the WebSockets (which would otherwise
 /// hold the drain open forever).
-#[derive(Default)]
 struct Counts {
     http: Arc<Connections>,
     websockets: Arc<Connections>,
+    /// This worker's slot in the shared connection table (src/balance), if any.
+    balance: Option<Arc<WorkerSlot>>,
 }
 
-async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watch::Receiver<bool>) {
-    let counts = Arc::new(Counts::default());
+impl Counts {
+    fn new(balance: Option<Arc<WorkerSlot>>) -> Counts {
+        let connections = || {
+            Arc::new(Connections {
+                count: AtomicUsize::new(0),
+                all_closed: Notify::new(),
+                slot: balance.clone(),
+                one_closed: Notify::new(),
+            })
+        };
+        Counts {
+            http: connections(),
+            websockets: connections(),
+            balance: balance.clone(),
+        }
+    }
+}
+
+async fn serve(
+    listeners: Vec<Listener>,
+    shared: Arc<ConnShared>,
+    shutdown: watch::Receiver<bool>,
+    balance: Option<Arc<WorkerSlot>>,
+) {
+    let counts = Arc::new(Counts::new(balance.clone()));
+    let stamper = balance.clone().map(|slot| {
+        slot.start_accepting();
+        // Keeps the slot's stamp fresh while no connection comes, so the other
+        // workers know this one is alive (a stopped one is left out of the mean).
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::balance::worker::STAMP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                slot.stamp();
+            }
+        })
+    });
     let wakeups = shared.wakeups.clone();
     tokio::spawn(async move { wakeups.run().await });
     let bridge = shared.bridge.clone();
@@ -142,6 +197,12 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watc
     for task in accepting {
         let _ = task.await;
     }
+    if let Some(slot) = &balance {
+        slot.stop_accepting();
+    }
+    if let Some(stamper) = stamper {
+        stamper.abort();
+    }
     // Accepting has stopped (graceful stop): wait for the open connections to finish.
     counts.http.wait_closed().await;
     let _ = shared.ws_close.send(true);
@@ -156,6 +217,9 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<ConnShared>, shutdown: watc
 
 impl Connections {
     fn enter(self: &Arc<Self>) -> ConnGuard {
+        if let Some(slot) = &self.slot {
+            slot.opened();
+        }
         self.count.fetch_add(1, Ordering::AcqRel);
         ConnGuard(self.clone())
     }
@@ -183,7 +247,7 @@ async fn accept_loop(
             return;
         }
         let accepted = tokio::select! {
-            a = accept(&listener) => a,
+            a = accept(&listener, counts.balance.as_deref()) => a,
             _ = errors.burst_over() => {
                 errors.end_burst();
                 continue;
@@ -380,28 +444,87 @@ struct Accepted {
     stream: Stream,
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
-    let (client, server, stream) = match listener {
-        Listener::Tcp(l) => {
-            let (s, peer) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            let local = s.local_addr().ok();
-            (Some(normalise(peer)), local.map(normalise), Stream::Tcp(s))
+/// The next connection. With a slot in the connection table, a worker that holds more
+/// than its share waits a few milliseconds first (`WorkerSlot::deferral`), giving the other workers (woken for the same
+/// connection) the chance to take it; then it takes it itself if it is still there.
+async fn accept(listener: &Listener, balance: Option<&WorkerSlot>) -> std::io::Result<Accepted> {
+    loop {
+        let accepted = match listener {
+            Listener::Tcp(fd) => {
+                let mut ready = fd.readable().await?;
+                defer_if_over(balance).await;
+                match ready.try_io(|l| accept4(l.as_raw_fd())) {
+                    Ok(result) => result.map(|(s, peer)| {
+                        let s = std::net::TcpStream::from(s);
+                        (s, peer.as_socket())
+                    }),
+                    Err(_would_block) => continue,
+                }
+                .and_then(|(s, peer)| {
+                    let s = tokio::net::TcpStream::from_std(s)?;
+                    let _ = s.set_nodelay(true);
+                    let local = s.local_addr().ok();
+                    Ok(Accepted {
+                        client: peer.map(normalise),
+                        server: local.map(normalise),
+                        stream: Stream::Tcp(s),
+                    })
+                })
+            }
+            Listener::Unix(fd) => {
+                let mut ready = fd.readable().await?;
+                defer_if_over(balance).await;
+                match ready.try_io(|l| accept4(l.as_raw_fd())) {
+                    Ok(result) => result,
+                    Err(_would_block) => continue,
+                }
+                .and_then(|(s, _)| {
+                    let s = tokio::net::UnixStream::from_std(s.into())?;
+                    let path = s.local_addr().ok().and_then(|a| {
+                        a.as_pathname()
+                            .map(|p| p.to_string_lossy().into_owned().into_boxed_str())
+                    });
+                    Ok(Accepted {
+                        client: None,
+                        server: None,
+                        stream: Stream::Unix(s, path),
+                    })
+                })
+            }
+        };
+        match accepted {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
-        Listener::Unix(l) => {
-            let (s, _) = l.accept().await?;
-            let path = s.local_addr().ok().and_then(|a| {
-                a.as_pathname()
-                    .map(|p| p.to_string_lossy().into_owned().into_boxed_str())
-            });
-            (None, None, Stream::Unix(s, path))
-        }
-    };
-    Ok(Accepted {
-        client,
-        server,
-        stream,
-    })
+    }
+}
+
+async fn defer_if_over(balance: Option<&WorkerSlot>) {
+    if let Some(wait) = balance.and_then(WorkerSlot::deferral) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// accept4 with the new socket already non-blocking and close-on-exec (one system
+/// call, as tokio's own accept does).
+fn accept4(listener: RawFd) -> std::io::Result<(OwnedFd, socket2::SockAddr)> {
+    // SAFETY: accept4 writes at most `len` bytes of address into the storage that
+    // try_init provides, and returns a new fd that we own.
+    unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(
+                listener,
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(OwnedFd::from_raw_fd(fd))
+            }
+        })
+    }
 }
 
 /// IPv4 clients of a dual-stack socket show up as ::ffff:a.b.c.d; report a.b.c.d.
