@@ -217,8 +217,9 @@ impl WorkerCore {
             access_logger,
         )?);
         let shared = self.conn_shared(wakeups, true, access_log, python_access)?;
+        let trim_interval = self.config.memory.malloc_trim_interval;
         let handle = py
-            .allow_threads(|| server::start(&self.listeners, shared))
+            .allow_threads(|| server::start(&self.listeners, shared, trim_interval))
             .map_err(runtime_error)?;
         self.server = Some(handle);
         Ok(self.bridge.fd())
@@ -255,8 +256,9 @@ impl WorkerCore {
         // The access log takes the Rust path: WSGI has no dispatcher to hand records to
         // Python logging.
         let shared = self.conn_shared(Arc::new(IoWakeups::default()), false, true, false)?;
+        let trim_interval = self.config.memory.malloc_trim_interval;
         let handle = py
-            .allow_threads(|| server::start(&self.listeners, shared))
+            .allow_threads(|| server::start(&self.listeners, shared, trim_interval))
             .map_err(runtime_error)?;
         self.server = Some(handle);
         Ok((self.bridge.fd(), pool))

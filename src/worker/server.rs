@@ -57,7 +57,12 @@ impl Drop for ConnGuard {
     }
 }
 
-pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Result<ServerHandle> {
+/// `trim_interval`: seconds between two trims of the heap (--malloc-trim-interval).
+pub fn start(
+    listeners: &[ListenerSpec],
+    shared: Arc<ConnShared>,
+    trim_interval: f64,
+) -> std::io::Result<ServerHandle> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -86,6 +91,8 @@ pub fn start(listeners: &[ListenerSpec], shared: Arc<ConnShared>) -> std::io::Re
                     }
                 }
                 let _ = ready_tx.send(Ok(()));
+                // Ends with the runtime, when `serve` returns.
+                tokio::spawn(crate::memory::trim::run(trim_interval));
                 serve(bound, shared, shutdown_rx).await;
             });
             crate::log::flush_access_batch();
