@@ -86,6 +86,14 @@ def request_for(kind: str, port: int) -> bytes:
     ).encode()
 
 
+def answered(kind: str, answer: bytes) -> bool:
+    """Whether the whole answer is in: "ok" ends a plain one (or the last chunk, if the
+    server chunks it); a 101 ends with its head."""
+    if kind == "http":
+        return answer.endswith((b"ok", b"\r\n0\r\n\r\n"))
+    return b"\r\n\r\n" in answer
+
+
 async def open_one(kind: str, port: int, gate: asyncio.Semaphore) -> socket.socket:
     """One connection that made its request (or handshake) and got the whole answer."""
     loop = asyncio.get_running_loop()
@@ -96,9 +104,7 @@ async def open_one(kind: str, port: int, gate: asyncio.Semaphore) -> socket.sock
             await loop.sock_connect(sock, (HOST, port))
             await loop.sock_sendall(sock, request_for(kind, port))
             answer = b""
-            # "ok" ends a plain answer (or the last chunk, if the server chunks it); a 101 has
-            # no body.
-            while not (answer.endswith((b"ok", b"\r\n0\r\n\r\n")) if kind == "http" else b"\r\n\r\n" in answer):
+            while not answered(kind, answer):
                 chunk = await loop.sock_recv(sock, 4096)
                 if not chunk:
                     raise ConnectionError(f"closed after {answer[:60]!r}")

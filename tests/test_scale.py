@@ -54,6 +54,14 @@ def handshake(kind: str, port: int) -> bytes:
     )
 
 
+def answered(kind: str, answer: bytes) -> bool:
+    """Whether the whole answer is in: "ok" ends a plain one (or the last chunk, if the
+    server chunks it); a 101 ends with its head."""
+    if kind == "http":
+        return answer.endswith((b"ok", b"\r\n0\r\n\r\n"))
+    return b"\r\n\r\n" in answer
+
+
 async def open_one(kind: str, port: int, gate: asyncio.Semaphore) -> socket.socket:
     """A raw non-blocking socket that made its request (or WebSocket handshake) and got
     the whole answer; cheap enough to hold thousands."""
@@ -65,8 +73,7 @@ async def open_one(kind: str, port: int, gate: asyncio.Semaphore) -> socket.sock
             await loop.sock_connect(sock, ("127.0.0.1", port))
             await loop.sock_sendall(sock, handshake(kind, port))
             answer = b""
-            done = (lambda a: a.endswith((b"ok", b"\r\n0\r\n\r\n"))) if kind == "http" else (lambda a: b"\r\n\r\n" in a)
-            while not done(answer):
+            while not answered(kind, answer):
                 chunk = await loop.sock_recv(sock, 4096)
                 assert chunk, f"closed after {answer!r}"
                 answer += chunk
