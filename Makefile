@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # `release` (LTO) is what ships and what CI tests; `make PROFILE=fast ...` builds quicker.
 PROFILE ?= release
 
-.PHONY: venv build serve test test-rust test-python smoke autobahn lint fmt bench bench-quick bench-memory fuzz-smoke dist dist-check clean
+.PHONY: venv build serve test test-rust test-python smoke autobahn lint fmt bench bench-quick bench-memory bench-connections bench-venv fuzz-smoke dist dist-check clean
 
 $(BIN)/python: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,9 +56,20 @@ bench: build
 bench-quick: build
 	bench/run.sh --quick
 
-# RSS growth of a worker across a million keep-alive requests (target < 5%).
-bench-memory: build
-	$(BIN)/python bench/memory.py
+# MB of RSS per million requests after warm-up, ferrocorn vs granian and uvicorn, every
+# workload and loop (bench/memory.py; issue #14's run: MEMORY_ARGS="--requests 10000000
+# --max-seconds 900"). Idle connections and WebSockets at scale: bench-connections.
+MEMORY_ARGS ?=
+bench-memory: build bench-venv
+	$(BIN)/python bench/memory.py $(MEMORY_ARGS)
+
+bench-connections: build bench-venv
+	$(BIN)/python bench/connections.py $(CONNECTIONS_ARGS)
+
+# The peers (granian, uvicorn, ...) in bench/.venv, as bench/run.sh makes it.
+bench-venv:
+	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/python -m pip install --quiet -r bench/requirements.txt
 
 # Fuzz the request-head parser, the chunked decoder, WebSocket frames and the proxy
 # parsers (cargo install cargo-fuzz).

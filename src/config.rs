@@ -364,6 +364,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(flatten)]
     pub metrics: crate::metrics::MetricsOptions,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub memory: crate::memory::MemoryOptions,
 }
 
 impl Config {

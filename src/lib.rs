@@ -13,6 +13,7 @@ pub mod http2;
 pub mod log;
 pub mod logging_options;
 pub mod master;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod recycling;

@@ -160,6 +160,8 @@ OPTIONS: dict[str, Option] = {
         Option("statsd_host", VALUE, str, None),
         Option("statsd_prefix", VALUE, str, ""),
         Option("dogstatsd_tags", VALUE, str, ""),
+        # The worker's heap upkeep (src/memory/options.rs).
+        Option("malloc_trim_interval", VALUE, NUMBER, 10.0),
     ]
 }
 

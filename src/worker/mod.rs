@@ -236,8 +236,11 @@ impl WorkerCore {
             access_logger,
         )?);
         let shared = self.conn_shared(wakeups, true, access_log, python_access)?;
+        let trim_interval = self.config.memory.malloc_trim_interval;
         let handle = py
-            .allow_threads(|| server::start(&self.listeners, shared, self.balance.clone()))
+            .allow_threads(|| {
+                server::start(&self.listeners, shared, self.balance.clone(), trim_interval)
+            })
             .map_err(runtime_error)?;
         self.server = Some(handle);
         Ok(self.bridge.fd())
@@ -287,8 +290,11 @@ impl WorkerCore {
             access_log,
             python_access,
         )?;
+        let trim_interval = self.config.memory.malloc_trim_interval;
         let handle = py
-            .allow_threads(|| server::start(&self.listeners, shared, self.balance.clone()))
+            .allow_threads(|| {
+                server::start(&self.listeners, shared, self.balance.clone(), trim_interval)
+            })
             .map_err(runtime_error)?;
         self.server = Some(handle);
         Ok((self.bridge.fd(), pool))

@@ -70,10 +70,12 @@ impl Drop for ConnGuard {
     }
 }
 
+/// `trim_interval`: seconds between two trims of the heap (--malloc-trim-interval).
 pub fn start(
     listeners: &[ListenerSpec],
     shared: Arc<ConnShared>,
     balance: Option<Arc<WorkerSlot>>,
+    trim_interval: f64,
 ) -> std::io::Result<ServerHandle> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,6 +105,8 @@ pub fn start(
                     }
                 }
                 let _ = ready_tx.send(Ok(()));
+                // Ends with the runtime, when `serve` returns.
+                tokio::spawn(crate::memory::trim::run(trim_interval));
                 serve(bound, shared, shutdown_rx, balance).await;
             });
             crate::log::flush_access_batch();
