@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # `release` (LTO) is what ships and what CI tests; `make PROFILE=fast ...` builds quicker.
 PROFILE ?= release
 
-.PHONY: venv build serve test test-rust test-python smoke autobahn lint fmt bench bench-quick bench-memory bench-connections bench-venv fuzz-smoke dist dist-check clean
+.PHONY: venv build serve test test-rust test-python smoke autobahn lint fmt bench bench-quick bench-memory bench-connections bench-venv soak fuzz-smoke dist dist-check clean
 
 $(BIN)/python: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,13 @@ bench-memory: build bench-venv
 
 bench-connections: build bench-venv
 	$(BIN)/python bench/connections.py $(CONNECTIONS_ARGS)
+
+# A long soak (default 30 min): keep-alive load on 2 workers while HUP, kill -9 and
+# SIGSTOP hit them in turn; prints failures per fault and the master's RSS and fds per
+# cycle (SOAK_ARGS="--minutes 120").
+SOAK_ARGS ?=
+soak: build
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 # The peers (granian, uvicorn, ...) in bench/.venv, as bench/run.sh makes it.
 bench-venv:

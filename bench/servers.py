@@ -34,7 +34,13 @@ ACCESS_LOG_SERVERS = {
 METRICS_SERVERS = {
     "ferrocorn-metrics": ["--no-access-log", "--metrics", "--metrics-port", "0"],
 }
+# What the periodic heap trim costs (--malloc-trim-interval, issue #14), run only when
+# named (--servers ferrocorn-noaccess,ferrocorn-notrim): the same server never trimming.
+TRIM_SERVERS = {
+    "ferrocorn-notrim": ["--no-access-log", "--malloc-trim-interval", "0"],
+}
 ACCESS_LOG_SERVERS.update(METRICS_SERVERS)
+ACCESS_LOG_SERVERS.update(TRIM_SERVERS)
 ACCESS_LOG_WORKLOADS = {"hello", "fastapi", "hello2w"}
 KNOWN_SERVERS = (*ALL_SERVERS, *ACCESS_LOG_SERVERS)
 # ferrocorn's opt-in request runners (--task-impl runner), measured where they differ:
