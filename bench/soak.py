@@ -58,9 +58,11 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def wait_serving(url: str, seconds: float) -> None:
+def wait_serving(url: str, seconds: float, server: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if server is not None and server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
@@ -105,6 +107,11 @@ def main() -> int:
     p.add_argument("--cycle-seconds", type=float, default=10)
     p.add_argument("--app", default="examples.hello:app")
     args = p.parse_args()
+    # Two of every three faults end a worker (kill -9, and SIGSTOP then --timeout). The
+    # master stops, exit 1, when workers die 5 times within 60 s (a crash loop, see
+    # docs/signals.md): cycles of 10 s or more keep that at 4 deaths a minute.
+    if args.cycle_seconds < 10:
+        p.error("--cycle-seconds must be at least 10 (the master's crash-loop limit)")
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     server = subprocess.Popen(
@@ -116,7 +123,7 @@ def main() -> int:
     )
     rows = []
     try:
-        wait_serving(url, 30)
+        wait_serving(url, 30, server)
         time.sleep(1)
         start = time.monotonic()
         base_fds = open_fds(server.pid)
@@ -129,8 +136,10 @@ def main() -> int:
             time.sleep(args.cycle_seconds / 3)
             inject(fault, server.pid)
             requests, failed = wrk_result(load)
-            wait_serving(url, 30)
+            wait_serving(url, 30, server)
             while len(children(server.pid)) != 2:  # replacements booted, old ones gone
+                if server.poll() is not None:
+                    raise SystemExit(f"the server exited with {server.returncode}")
                 time.sleep(0.1)
             workers = ", ".join(f"{rss_mb(w):.1f}" for w in children(server.pid))
             row = (cycle, fault, requests, failed, rss_mb(server.pid), open_fds(server.pid))
