@@ -12,19 +12,16 @@ import random
 import time
 from urllib.parse import parse_qs
 
+import lifespan_ok
+
 leaked: list[int] = []
 chance = random.Random(14)
 
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan_ok.complete(receive, send)
+        return
     path = scope["path"]
     if path == "/leak":
         leaked.append(os.open("/dev/null", os.O_RDONLY))

@@ -8,6 +8,8 @@ echoes each message until the client closes. `wsgi_app` is the same HTTP app as 
 import asyncio
 from urllib.parse import parse_qs
 
+import lifespan_ok
+
 
 def _answer(path: str, query: str) -> tuple[int, bytes]:
     size = int(parse_qs(query).get("size", ["10"])[0])
@@ -18,13 +20,8 @@ def _answer(path: str, query: str) -> tuple[int, bytes]:
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan_ok.complete(receive, send)
+        return
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
