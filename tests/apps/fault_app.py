@@ -12,7 +12,7 @@ import random
 import time
 from urllib.parse import parse_qs
 
-import lifespan_ok
+import app_parts
 
 leaked: list[int] = []
 chance = random.Random(14)
@@ -20,7 +20,7 @@ chance = random.Random(14)
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        await lifespan_ok.complete(receive, send)
+        await app_parts.complete_lifespan(receive, send)
         return
     path = scope["path"]
     if path == "/leak":

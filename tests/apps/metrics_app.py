@@ -8,7 +8,7 @@ echoes each message until the client closes. `wsgi_app` is the same HTTP app as 
 import asyncio
 from urllib.parse import parse_qs
 
-import lifespan_ok
+import app_parts
 
 
 def _answer(path: str, query: str) -> tuple[int, bytes]:
@@ -20,16 +20,11 @@ def _answer(path: str, query: str) -> tuple[int, bytes]:
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        await lifespan_ok.complete(receive, send)
+        await app_parts.complete_lifespan(receive, send)
         return
     if scope["type"] == "websocket":
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            await send({"type": "websocket.send", "text": message.get("text") or ""})
+        await app_parts.echo_text(receive, send)
+        return
     more = True
     while more:
         message = await receive()

@@ -6,15 +6,7 @@ Every path echoes text as text. Binary messages go back as `bytes`, except on
 with the error that sending a list as `bytes` raised.
 """
 
-
-async def _lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+import app_parts
 
 
 def _as_sent(path: str, data: bytes):
@@ -29,7 +21,7 @@ def _as_sent(path: str, data: bytes):
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await app_parts.complete_lifespan(receive, send)
         return
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 404, "headers": []})
