@@ -14,7 +14,6 @@ Anything else (`*args`, an unreadable signature) is refused with a message namin
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from ferrocorn._app import AppLoadError
@@ -34,6 +33,8 @@ class ASGI2App:
 
 
 def _is_coroutine_function(obj: Any) -> bool:
+    import inspect
+
     return inspect.iscoroutinefunction(obj) or (
         inspect.isfunction(getattr(obj, "__func__", None))
         and inspect.iscoroutinefunction(obj.__func__)
@@ -42,6 +43,8 @@ def _is_coroutine_function(obj: Any) -> bool:
 
 def _positional_count(obj: Any) -> int | None:
     """Positional parameters a call takes, or None when the signature can't say."""
+    import inspect
+
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
@@ -61,6 +64,8 @@ def _positional_count(obj: Any) -> int | None:
 
 def guess(app: Any) -> str | None:
     """'asgi3', 'asgi2', 'wsgi', or None when the app doesn't say."""
+    import inspect  # only for --interface auto: a WSGI worker doesn't need it
+
     if inspect.isclass(app):
         if hasattr(app, "__await__"):
             return "asgi3"
