@@ -1,7 +1,7 @@
 """Memory per connection at scale, side by side: N idle keep-alive HTTP/1.1 connections
 (one request each, then silent) and, separately, N idle WebSockets, held open on ONE
 worker; the RSS of the server's process tree before and after gives KiB per connection.
-A short wrk run next to them, compared with the same run without them, shows whether
+Short wrk runs next to them, compared with the same runs without them, show whether
 held connections slow active clients down (p99).
 
     bench/connections.py                              # 10,000 of each, all servers
@@ -9,8 +9,9 @@ held connections slow active clients down (p99).
 
 Each (server, kind) gets a fresh server (one worker, uvloop, keep-alive and WebSocket
 ping timers long enough not to fire during the run). Steps: warm-up wrk run; RSS; the
-wrk run without held connections; open N connections (a request or a WebSocket
-handshake each, answered, then idle); RSS; the same wrk run again with them held;
+wrk runs without held connections (`--rounds`, 3: the median p99); open N connections
+(a request or a WebSocket handshake each, answered, then idle); RSS; the same wrk runs
+again with them held;
 close them; RSS once the server has let them go. The file descriptor limit is raised to
 its hard limit here, and the servers inherit it. The client is asyncio with raw
 non-blocking sockets, so holding 10,000 of them costs this process little.
@@ -26,6 +27,7 @@ import os
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -155,7 +157,18 @@ def connected_count(port: int) -> int:
     return len(out.splitlines())
 
 
-def measure(server: str, kind: str, n: int) -> dict:
+def median_run(url: str, rounds: int) -> dict:
+    """`rounds` wrk runs: the median p99 and req/s, the errors summed. One run's p99,
+    under a millisecond, moves by 2x from run to run on a 2-core machine."""
+    runs = [run_wrk(url, WRK_SECONDS, WRK_CONNECTIONS, None) for _ in range(rounds)]
+    return {
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "rps": statistics.median(r["rps"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+    }
+
+
+def measure(server: str, kind: str, n: int, rounds: int) -> dict:
     port = free_port()
     proc = subprocess.Popen(
         server_command(server, port), cwd=ROOT, start_new_session=True,
@@ -165,14 +178,14 @@ def measure(server: str, kind: str, n: int) -> dict:
     try:
         wait_ready(port, False, proc)
         run_wrk(url, 2, WRK_CONNECTIONS, None)  # warm-up
-        base = run_wrk(url, WRK_SECONDS, WRK_CONNECTIONS, None)
+        base = median_run(url, rounds)
         before = settle_rss(proc.pid)
         started = time.monotonic()
         socks = asyncio.run(open_many(kind, port, n))
         opened_in = time.monotonic() - started
         print(f"  {server}: {n} {kind} connections open in {opened_in:.1f} s", file=sys.stderr)
         held_rss = settle_rss(proc.pid)
-        held = run_wrk(url, WRK_SECONDS, WRK_CONNECTIONS, None)
+        held = median_run(url, rounds)
         established = connected_count(port)
         if established < n:
             raise RuntimeError(f"only {established} of {n} connections still open on the server")
@@ -205,6 +218,7 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=10_000)
     p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--rounds", type=int, default=3, help="wrk runs without and with (median p99)")
     args = p.parse_args()
     limit = raise_fd_limit()
     if limit < args.connections + 200:
@@ -219,7 +233,7 @@ def main() -> int:
     for kind in args.kinds.split(","):
         for server in args.servers.split(","):
             try:
-                r = measure(server, kind, args.connections)
+                r = measure(server, kind, args.connections, args.rounds)
             except (RuntimeError, subprocess.SubprocessError, OSError) as e:
                 print(f"| {server} | {args.connections} {kind} | failed: {e} |||||||", flush=True)
                 failed = True

@@ -122,9 +122,7 @@ def main() -> int:
     print("| app | server | worker RSS | worker USS | whole server PSS |")
     print("|---|---|---:|---:|---:|")
     for workload, server, m in rows:
-        print(
-            f"| {workload} | {server} | {m['rss']:.1f} | {m['uss']:.1f} | {m['tree_pss']:.1f} |"
-        )
+        print(f"| {workload} | {server} | {m['rss']:.1f} | {m['uss']:.1f} | {m['tree_pss']:.1f} |")
     return 0
 
 
