@@ -39,6 +39,28 @@ pub const STREAM_WATER: Watermarks = Watermarks {
     high: 256 * 1024,
     low: 64 * 1024,
 };
+/// What the streams of one HTTP/2 connection may queue together, roughly: a client that
+/// grants no window and opens a hundred streams would otherwise hold a hundred times
+/// `STREAM_WATER.high` (docs/reliability.md, the zero-window reader).
+pub const HTTP2_CONNECTION_QUEUE: usize = 1024 * 1024;
+/// The least a stream may queue however many share its connection.
+const STREAM_WATER_FLOOR: usize = 16 * 1024;
+
+impl Watermarks {
+    /// The marks of a new HTTP/2 stream while `open` streams (itself included) share the
+    /// connection: an equal share of `HTTP2_CONNECTION_QUEUE`, between 16 KiB and
+    /// `STREAM_WATER.high`. A stream keeps the marks it was born with, so the sum stays
+    /// near the budget (about 4 MiB for a hundred streams opened at once) without
+    /// retuning streams that are running.
+    pub fn for_http2_stream(open: usize) -> Watermarks {
+        let high =
+            (HTTP2_CONNECTION_QUEUE / open.max(1)).clamp(STREAM_WATER_FLOOR, STREAM_WATER.high);
+        Watermarks {
+            high,
+            low: high / 4,
+        }
+    }
+}
 
 /// Per-connection facts, shared by every request on the connection.
 pub struct ConnInfo {
@@ -388,5 +410,24 @@ impl Exchange {
             return Vec::new();
         }
         std::mem::take(&mut self.state().hints)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_streams_share_the_connection_queue() {
+        assert_eq!(Watermarks::for_http2_stream(1).high, STREAM_WATER.high);
+        assert_eq!(Watermarks::for_http2_stream(8).high, 128 * 1024);
+        assert_eq!(Watermarks::for_http2_stream(1000).high, STREAM_WATER_FLOOR);
+        let w = Watermarks::for_http2_stream(16);
+        assert_eq!((w.high, w.low), (64 * 1024, 16 * 1024));
+        // A hundred streams opened one after another stay near the budget.
+        let total: usize = (1..=100)
+            .map(|n| Watermarks::for_http2_stream(n).high)
+            .sum();
+        assert!(total < 5 * HTTP2_CONNECTION_QUEUE, "{total}");
     }
 }

@@ -200,6 +200,11 @@ impl StreamGuard {
         StreamGuard(counts.clone())
     }
 
+    /// Streams open on the connection now, this one included.
+    fn open_streams(&self) -> usize {
+        self.0.open.load(Ordering::Acquire)
+    }
+
     /// How the stream ended: cancelled by the client before its response was complete,
     /// or not.
     fn ended(&self, reset_by_client: bool) {

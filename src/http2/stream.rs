@@ -4,7 +4,7 @@
 
 use super::StreamGuard;
 use crate::asgi::bridge::Event;
-use crate::asgi::exchange::{ConnInfo, Exchange, Piece, RequestHead, Session, STREAM_WATER};
+use crate::asgi::exchange::{ConnInfo, Exchange, Piece, RequestHead, Session, Watermarks};
 use crate::asgi::pathsend::FileReader;
 use crate::conn_shared::ConnShared;
 use bytes::Bytes;
@@ -81,7 +81,8 @@ pub async fn serve(
         )
     });
     let metrics = crate::metrics::recorder::RequestMetrics::start(&parts.method, true);
-    let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, STREAM_WATER));
+    let water = Watermarks::for_http2_stream(open.open_streams());
+    let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, water));
     let body = if body.is_end_stream() {
         ex.state().body_end = true;
         None
