@@ -45,6 +45,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifecycle import h2_request
 from servers import FERROCORN_PYTHON, HERE, HOST, PEERS_BIN, ROOT, TOOLS_BIN, build_tools
 
 SERVERS = ("ferrocorn", "ferrocorn-notrim", "granian", "uvicorn")
@@ -159,8 +160,10 @@ def run_load(workload: str, port: int, seconds: int) -> tuple[int, int]:
     return int(re.search(r'"round_trips":\s*(\d+)', out).group(1)), 0
 
 
-def wait_ready(port: int, tls: bool, proc: subprocess.Popen) -> None:
-    """Until the server answers a request (or gives up after 30 s)."""
+def wait_ready(port: int, tls: bool, proc: subprocess.Popen, http2: bool = False) -> None:
+    """Until the server answers a request (or gives up after 30 s). `http2`: ask over
+    h2c by prior knowledge, as the h2 workload's load does (granian `--http 2` speaks
+    nothing else)."""
     import ssl
 
     context = ssl._create_unverified_context() if tls else None
@@ -170,7 +173,10 @@ def wait_ready(port: int, tls: bool, proc: subprocess.Popen) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         with contextlib.suppress(OSError):
-            urllib.request.urlopen(url, timeout=1, context=context).close()
+            if http2:
+                h2_request(port, "/")
+            else:
+                urllib.request.urlopen(url, timeout=1, context=context).close()
             return
         time.sleep(0.1)
     raise RuntimeError("server not ready after 30 s")
@@ -202,7 +208,7 @@ def measure(server: str, loop: str, workload: str, args, cert: Path) -> dict:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_ready(port, WORKLOADS[workload].tls, proc)
+        wait_ready(port, WORKLOADS[workload].tls, proc, http2=workload == "h2")
         warm, errors = run_load(workload, port, args.warmup_seconds)
         time.sleep(args.settle_seconds)
         settled_before = tree_rss_mb(proc.pid)
