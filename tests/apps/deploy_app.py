@@ -6,6 +6,8 @@ import os
 import subprocess
 import time
 
+import app_parts
+
 calls = {"count": 0}
 
 MASTER_VARIABLES = (
@@ -20,13 +22,8 @@ MASTER_VARIABLES = (
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await app_parts.complete_lifespan(receive, send)
+        return
     if scope["type"] != "http":
         return
     calls["count"] += 1
