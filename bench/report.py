@@ -129,6 +129,33 @@ def target_lines(med) -> list[str]:
     return ["| target | this run | |", "|---|---:|---|"] + rows
 
 
+def round_ratio_lines(workloads, results) -> list[str]:
+    """ferrocorn's req/s over the baseline's, round by round. The two runs of a round are
+    seconds apart, so they share the machine's state of the moment (on a shared VM its
+    speed drifts by 20% over minutes, for every server alike): the spread of these pairs
+    shows how far a single run can be trusted, which the medians of the table hide."""
+    rows = []
+    for workload in workloads:
+        ours = results.get((workload, "ferrocorn"), [])
+        theirs = results.get((workload, BASELINE), [])
+        ratios = [
+            a.data["rps"] / b.data["rps"]
+            for a, b in zip(ours, theirs, strict=False)  # one run each per round
+            if a.ok and b.ok and b.data["rps"]
+        ]
+        if len(ratios) < 2:
+            continue
+        row = ", ".join(f"{r:.2f}x" for r in ratios)
+        row += f" (median {statistics.median(ratios):.2f}x"
+        if workload in RPS_TARGETS:
+            met = sum(r >= RPS_TARGETS[workload] for r in ratios)
+            row += f"; {met} of {len(ratios)} rounds at or above {RPS_TARGETS[workload]}x"
+        rows.append(f"- {workload}: {row})")
+    if not rows:
+        return []
+    return ["", f"req/s of ferrocorn / {BASELINE}, round by round:", ""] + rows
+
+
 def build_report(args, servers, workloads, results, started) -> tuple[str, list[str]]:
     """The markdown report, and the loud problems (errors, failures) to repeat on stderr."""
     problems: list[str] = []
@@ -219,6 +246,7 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
             )
     if BASELINE not in servers:
         lines.append(f"Ratios need {BASELINE} in --servers.")
+    lines += round_ratio_lines(workloads, results)
     targets = target_lines(med)
     if targets:
         lines += ["", "### Issue 4 targets", ""] + targets
