@@ -17,6 +17,10 @@ is flat, so growth is the worker's) is read after every slice. Two figures per r
 - settled growth: the same with both RSS reads taken after --settle-seconds without
   load (longer than ferrocorn's --malloc-trim-interval), so what is compared is the
   memory a server keeps, not where its sawtooth was; the target applies to it.
+- first half / second half: the settled growth over each half of the requests (one
+  more settled read, without load, once half were served). A leak grows as much in the
+  second half as in the first; memory that is still settling (allocator pools, caches
+  reaching their size) grows less and less.
 
 Workloads: hello (wrk GET), fastapi (wrk GET /json), echo (wrk POST of 10 KB), h2
 (h2load over h2c, 10 streams per connection), ws (WebSocket echo of 32 bytes with
@@ -216,20 +220,33 @@ def measure(server: str, loop: str, workload: str, args, cert: Path) -> dict:
         points = [(0, before)]
         served = 0
         start = time.monotonic()
+        half = None  # (requests served, settled RSS) once half the requests were served
         while served < args.requests and time.monotonic() - start < args.max_seconds:
             n, e = run_load(workload, port, args.slice_seconds)
             served, errors = served + n, errors + e
             points.append((served, tree_rss_mb(proc.pid)))
+            if half is None and served >= args.requests / 2:
+                time.sleep(args.settle_seconds)
+                half = (served, tree_rss_mb(proc.pid))
         after = points[-1][1]
         time.sleep(args.settle_seconds)
         settled_after = tree_rss_mb(proc.pid)
+
+        def per_million(mb: float, requests: int) -> float:
+            return mb / requests * 1e6 if requests else float("nan")
+
+        first_half = second_half = float("nan")
+        if half is not None:
+            first_half = per_million(half[1] - settled_before, half[0])
+            second_half = per_million(settled_after - half[1], served - half[0])
         return {
             "server": server, "loop": loop, "workload": workload, "warmup": warm,
             "requests": served, "seconds": time.monotonic() - start, "errors": errors,
             "before": before, "after": after,
             "growth": (after - before) / served * 1e6 if served else float("nan"),
             "slope": slope(points),
-            "settled": (settled_after - settled_before) / served * 1e6 if served else float("nan"),
+            "settled": per_million(settled_after - settled_before, served),
+            "first_half": first_half, "second_half": second_half,
         }  # fmt: skip
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -281,8 +298,9 @@ def main() -> int:
         build_tools()
     print(
         "| workload | server | loop | requests | RSS after warm-up MB | RSS after MB "
-        "| growth MB/M | slope MB/M | settled growth MB/M | errors |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| growth MB/M | slope MB/M | settled growth MB/M | first half | second half "
+        "| errors |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         flush=True,
     )
     failed = False
@@ -296,13 +314,16 @@ def main() -> int:
                     try:
                         r = measure(server, loop, workload, args, cert)
                     except (RuntimeError, subprocess.CalledProcessError, AttributeError) as e:
-                        print(f"| {workload} | {server} | {loop} | failed: {e} ||||||", flush=True)
+                        print(
+                            f"| {workload} | {server} | {loop} | failed: {e} ||||||||", flush=True
+                        )
                         failed = True
                         continue
                     print(
                         f"| {workload} | {server} | {loop} | {r['requests']:,} "
                         f"| {r['before']:.1f} | {r['after']:.1f} | {r['growth']:+.3f} "
-                        f"| {r['slope']:+.3f} | {r['settled']:+.3f} | {r['errors']} |",
+                        f"| {r['slope']:+.3f} | {r['settled']:+.3f} | {r['first_half']:+.3f} "
+                        f"| {r['second_half']:+.3f} | {r['errors']} |",
                         flush=True,
                     )
                     if r["errors"] or (server == "ferrocorn" and r["settled"] > args.target):
