@@ -164,21 +164,24 @@ def run_load(workload: str, port: int, seconds: int) -> tuple[int, int]:
     return int(re.search(r'"round_trips":\s*(\d+)', out).group(1)), 0
 
 
-def wait_ready(port: int, tls: bool, proc: subprocess.Popen, http2: bool = False) -> None:
-    """Until the server answers a request (or gives up after 30 s). `http2`: ask over
+def wait_ready(
+    port: int, path: str, tls: bool, proc: subprocess.Popen, http2: bool = False
+) -> None:
+    """Until the server answers a request for the workload's path (or gives up after 30
+    s: FastAPI's app answers 404 on "/", which urlopen raises). `http2`: ask over
     h2c by prior knowledge, as the h2 workload's load does (granian `--http 2` speaks
     nothing else)."""
     import ssl
 
     context = ssl._create_unverified_context() if tls else None
-    url = f"{'https' if tls else 'http'}://{HOST}:{port}/"
+    url = f"{'https' if tls else 'http'}://{HOST}:{port}{path}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         with contextlib.suppress(OSError):
             if http2:
-                h2_request(port, "/")
+                h2_request(port, path)
             else:
                 urllib.request.urlopen(url, timeout=1, context=context).close()
             return
@@ -212,7 +215,8 @@ def measure(server: str, loop: str, workload: str, args, cert: Path) -> dict:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_ready(port, WORKLOADS[workload].tls, proc, http2=workload == "h2")
+        w = WORKLOADS[workload]
+        wait_ready(port, w.path, w.tls, proc, http2=workload == "h2")
         warm, errors = run_load(workload, port, args.warmup_seconds)
         time.sleep(args.settle_seconds)
         settled_before = tree_rss_mb(proc.pid)
