@@ -195,6 +195,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def per_million(mb: float, requests: int) -> float:
+    """MB gained per million requests served."""
+    return mb / requests * 1e6 if requests else float("nan")
+
+
 def slope(points: list[tuple[int, float]]) -> float:
     """Least-squares slope of RSS (MB) over requests served, in MB per million."""
     n = len(points)
@@ -236,9 +241,6 @@ def measure(server: str, loop: str, workload: str, args, cert: Path) -> dict:
         time.sleep(args.settle_seconds)
         settled_after = tree_rss_mb(proc.pid)
 
-        def per_million(mb: float, requests: int) -> float:
-            return mb / requests * 1e6 if requests else float("nan")
-
         first_half = second_half = float("nan")
         if half is not None:
             first_half = per_million(half[1] - settled_before, half[0])
@@ -247,7 +249,7 @@ def measure(server: str, loop: str, workload: str, args, cert: Path) -> dict:
             "server": server, "loop": loop, "workload": workload, "warmup": warm,
             "requests": served, "seconds": time.monotonic() - start, "errors": errors,
             "before": before, "after": after,
-            "growth": (after - before) / served * 1e6 if served else float("nan"),
+            "growth": per_million(after - before, served),
             "slope": slope(points),
             "settled": per_million(settled_after - settled_before, served),
             "first_half": first_half, "second_half": second_half,
