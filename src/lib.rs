@@ -44,6 +44,7 @@ fn run_master(
     let python = master::spawn::PythonLaunch {
         executable,
         interpreter_flags,
+        inherited_ignored: master::spawn::ignored_at_start(),
     };
     py.allow_threads(|| master::run(config, python))
 }

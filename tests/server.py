@@ -199,13 +199,14 @@ def raw_exchange(sock: socket.socket, data: bytes, wait: float = 1.0) -> bytes:
     return b"".join(chunks)
 
 
-def plain_python_contract() -> dict:
-    """What tests/apps/contract_probe.py reports under plain `python`: the reference
-    the contract tests compare every worker with."""
+def plain_python_contract(launcher: list[str] = (), probes: list[str] = ()) -> dict:
+    """What tests/apps/contract_probe.py reports under plain `python` (started through
+    `launcher`, when given): the reference the contract tests compare every worker with.
+    `probes`: only these (own_signals, exec_child_signals, exit_codes...)."""
     import json
 
     out = subprocess.run(
-        [sys.executable, "contract_probe.py"],
+        [*launcher, sys.executable, "contract_probe.py", *probes],
         cwd=APPS_DIR,
         capture_output=True,
         text=True,

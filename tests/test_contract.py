@@ -4,6 +4,7 @@ workers (1 and 2 workers, and again after a rolling restart) and must agree."""
 
 import os
 import signal
+import sys
 import time
 
 import httpx
@@ -101,3 +102,58 @@ def test_contract_holds_in_every_worker(plain, workers, interface):
             own = client.get("/own_signals").json()
             assert own["watched_caught"] == ["SIGUSR2"] and own["main_thread_blocked"] == []
             assert client.get("/fork_children").json() == plain["fork_children"]
+
+
+# Starts a program the way `nohup` (SIGHUP) and a shell script's `cmd &` (SIGINT,
+# SIGQUIT) do: those signals ignored from the start. An ignored disposition survives
+# exec, so plain python keeps them ignored, and so must every worker and its children.
+IGNORING_LAUNCHER = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys\n"
+    "for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):\n"
+    "    signal.signal(s, signal.SIG_IGN)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+LAUNCHER_IGNORES = {int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGQUIT)}
+
+
+def check_started_ignoring(server: Server, plain: dict) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        own = client.get("/own_signals").json()
+        assert LAUNCHER_IGNORES <= set(own["ignored"]), own
+        assert_same_ignored(own["ignored"], plain["own_signals"]["ignored"])
+        handlers, expected = own["python_handlers"], dict(plain["own_signals"]["python_handlers"])
+        assert "on_usr2" in handlers.pop("SIGUSR2")  # the app's own, from lifespan startup
+        expected.pop("SIGUSR2")
+        assert handlers == expected  # SIGHUP: SIG_IGN, as under plain python
+        children = client.get("/exec_child_signals").json()
+        for how in ("subprocess", "os_system"):
+            assert LAUNCHER_IGNORES <= set(children[how]["SigIgn"]), how
+            assert_same_ignored(children[how]["SigIgn"], plain["exec_child_signals"][how]["SigIgn"])
+        assert client.get("/exit_codes").json() == plain["exit_codes"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_signals_ignored_at_start_stay_ignored_as_under_plain_python(workers):
+    probes = ["own_signals", "exec_child_signals", "exit_codes"]
+    plain = plain_python_contract(launcher=IGNORING_LAUNCHER, probes=probes)
+    assert LAUNCHER_IGNORES <= set(plain["own_signals"]["ignored"])  # the launcher worked
+    cmd = [*IGNORING_LAUNCHER, sys.executable, "-m", "ferrocorn", "contract_probe:app"]
+    cmd += ["--port", "0", "--workers", str(workers)]
+    with Server("", cmd=cmd) as s:
+        first = s.wait_for_workers(workers)
+        for _ in range(workers * 2):
+            check_started_ignoring(s, plain)
+        # A hangup that reaches the workers (nohup's case: the terminal closed and the
+        # shell signalled the whole job) leaves them serving.
+        for pid in first:
+            os.kill(pid, signal.SIGHUP)
+        time.sleep(0.5)
+        assert s.worker_pids() == first
+        assert httpx.get(f"{s.url}/pid", timeout=10).json() in first
+        # The master still acts on SIGHUP sent to it (a rolling restart), and the new
+        # workers start with the same ignored signals.
+        s.signal(signal.SIGHUP)
+        s.wait_for_workers(workers, exclude=first)
+        check_started_ignoring(s, plain)

@@ -40,10 +40,13 @@ def serve(args: list[str]) -> int:
     flags = subprocess._args_from_interpreter_flags()
     # The master owns SIGINT (quick stop). Python's own handler would otherwise leave a
     # KeyboardInterrupt pending that CPython turns into death by SIGINT on the way out.
-    # SIG_DFL, never SIG_IGN: an ignored disposition would survive exec into workers.
+    # An ignored SIGINT (a shell script's `cmd &`) stays ignored: the master reads it as
+    # one the workers start with, as plain python would (src/master/spawn.rs).
     app = _app_argument(args)
     set_title(f"ferrocorn: master [{app}]")
-    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         return _ferrocorn.run_master(["ferrocorn", *args], sys.executable, flags)
     finally:

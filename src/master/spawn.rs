@@ -13,6 +13,28 @@ pub struct PythonLaunch {
     pub executable: String,
     /// `-X ...`, `-O`, ... so workers run under the same interpreter flags.
     pub interpreter_flags: Vec<String>,
+    /// Signals that were ignored when the master was started (`nohup` ignores SIGHUP, a
+    /// shell script's `cmd &` ignores SIGINT and SIGQUIT). An ignored disposition
+    /// survives exec, so plain `python` started the same way would begin with them
+    /// ignored: every worker does too, whatever the master itself does with them.
+    pub inherited_ignored: Vec<libc::c_int>,
+}
+
+/// The signals this process has ignored, as the kernel reports them (SigIgn in
+/// /proc/self/status, which also covers glibc's reserved 32 and 33), less SIGPIPE and
+/// SIGXFSZ: Python ignores those itself at startup, and the worker's interpreter does
+/// that again. Read before the master installs any handler of its own.
+pub fn ignored_at_start() -> Vec<libc::c_int> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    (1..=64)
+        .filter(|sig| mask >> (sig - 1) & 1 == 1)
+        .filter(|&sig| sig != libc::SIGPIPE && sig != libc::SIGXFSZ)
+        .collect()
 }
 
 pub struct Spawned {
@@ -32,6 +54,7 @@ pub fn spawn_worker(
     let control_fd = theirs.as_raw_fd();
     let mut keep: Vec<RawFd> = listener_fds.to_vec();
     keep.push(control_fd);
+    let ignored = python.inherited_ignored.clone();
 
     let mut cmd = Command::new(&python.executable);
     cmd.args(&python.interpreter_flags)
@@ -44,7 +67,7 @@ pub fn spawn_worker(
     // fcntl, close_range, prctl), as required between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            reset_signal_state();
+            reset_signal_state(&ignored);
             keep_only(&keep);
             // Workers learn of a dead master by EOF on the control channel; this is the
             // backstop when the master is SIGKILLed. A child the app forks doesn't keep it.
@@ -60,26 +83,34 @@ pub fn spawn_worker(
     })
 }
 
-/// Every disposition back to default and an empty mask: a disposition set to SIG_IGN
-/// (python ignores SIGPIPE and SIGXFSZ in the master) would otherwise survive exec.
-unsafe fn reset_signal_state() {
+/// Every disposition back to what the master was started with: default, or ignored
+/// for `ignored` (see `PythonLaunch::inherited_ignored`), and an empty mask. Handlers
+/// can't survive exec, but a disposition the master set to SIG_IGN would (python
+/// ignores SIGPIPE and SIGXFSZ in the master), so each one is set explicitly.
+unsafe fn reset_signal_state(ignored: &[libc::c_int]) {
+    let disposition = |sig| {
+        if ignored.contains(&sig) {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        }
+    };
     let mut action: libc::sigaction = std::mem::zeroed();
-    action.sa_sigaction = libc::SIG_DFL;
     libc::sigemptyset(&mut action.sa_mask);
     for sig in 1..=libc::SIGRTMAX() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            action.sa_sigaction = disposition(sig);
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
     }
-    // glibc refuses to touch the two real-time signals it reserves (32, 33), so an
-    // environment that ignores them would leak that into workers: reset them with the
-    // raw system call (the kernel's struct: handler, flags, restorer, mask).
-    let default_action = [0u64; 4];
+    // glibc refuses to touch the two real-time signals it reserves (32, 33): set them
+    // with the raw system call (the kernel's struct: handler, flags, restorer, mask).
     for sig in [32, 33] {
+        let kernel_action = [disposition(sig) as u64, 0, 0, 0];
         libc::syscall(
             libc::SYS_rt_sigaction,
             sig,
-            default_action.as_ptr(),
+            kernel_action.as_ptr(),
             std::ptr::null_mut::<u64>(),
             8usize,
         );

@@ -5,14 +5,18 @@
 //! The handler lives at the C level and only writes a byte to a pipe read by the
 //! control thread; Python's signal module and the event loop never see it. A child
 //! that the app forks gets SIGTERM's default disposition back from a `pthread_atfork`
-//! hook, so it dies on SIGTERM exactly as under plain python, and the byte can never
-//! reach this worker from a child.
+//! hook, so it dies on SIGTERM exactly as under plain python (or keeps ignoring it, when
+//! the worker was started with SIGTERM ignored), and the byte can never reach this
+//! worker from a child.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 static READ_FD: AtomicI32 = AtomicI32::new(-1);
+/// SIGTERM's disposition when the worker started (SIG_DFL, or SIG_IGN when the master
+/// was started with it ignored): what a forked child gets back.
+static STARTED_WITH: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
 
 extern "C" fn on_sigterm(_: libc::c_int) {
     let fd = WRITE_FD.load(Ordering::Relaxed);
@@ -25,7 +29,7 @@ extern "C" fn on_sigterm(_: libc::c_int) {
 extern "C" fn after_fork_in_child() {
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = libc::SIG_DFL;
+        action.sa_sigaction = STARTED_WITH.load(Ordering::Relaxed);
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
         for fd in [&WRITE_FD, &READ_FD] {
@@ -51,8 +55,12 @@ pub fn install_sigterm() -> std::io::Result<OwnedFd> {
         action.sa_sigaction = on_sigterm as *const () as libc::sighandler_t;
         action.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) != 0 {
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGTERM, &action, &mut previous) != 0 {
             return Err(std::io::Error::last_os_error());
+        }
+        if previous.sa_sigaction == libc::SIG_IGN {
+            STARTED_WITH.store(libc::SIG_IGN, Ordering::Relaxed);
         }
         Ok(OwnedFd::from_raw_fd(fds[0]))
     }

@@ -122,14 +122,17 @@ def on_usr2(signum, frame):
     usr2_hits.append(signum)
 
 
-def plain_python():
+def plain_python(probes):
+    """Every probe, or the ones named on the command line."""
     report = {"own_signals": own_signals()}
     report["exec_child_signals"] = exec_child_signals()
     report["exit_codes"] = exit_codes()
-    report["asyncio_exit_codes"] = asyncio.run(asyncio_exit_codes())
-    report["fork_children"] = fork_children()
-    report["start_methods"] = start_methods()
-    return report
+    if not probes or "asyncio_exit_codes" in probes:
+        report["asyncio_exit_codes"] = asyncio.run(asyncio_exit_codes())
+    for probe in (fork_children, start_methods):
+        if not probes or probe.__name__ in probes:
+            report[probe.__name__] = probe()
+    return {k: v for k, v in report.items() if not probes or k in probes}
 
 
 async def app(scope, receive, send):
@@ -157,4 +160,4 @@ async def app(scope, receive, send):
 
 
 if __name__ == "__main__":
-    json.dump(plain_python(), sys.stdout)
+    json.dump(plain_python(sys.argv[1:]), sys.stdout)
