@@ -176,7 +176,7 @@ def measure(server: str, kind: str, n: int, rounds: int) -> dict:
     )  # fmt: skip
     url = f"http://{HOST}:{port}/"
     try:
-        wait_ready(port, False, proc)
+        wait_ready(port, "/", False, proc)
         run_wrk(url, 2, WRK_CONNECTIONS, None)  # warm-up
         base = median_run(url, rounds)
         before = settle_rss(proc.pid)
