@@ -168,6 +168,15 @@ def test_pid_file(tmp_path):
         s.stop()
 
 
+def _holds_open(pid: int, path) -> bool:
+    """Whether process `pid` has `path` (the file now at that name) open."""
+    fd_dir, wanted = f"/proc/{pid}/fd", os.stat(path)
+    try:
+        return any(os.path.samestat(os.stat(f"{fd_dir}/{fd}"), wanted) for fd in os.listdir(fd_dir))
+    except FileNotFoundError:
+        return False
+
+
 def test_log_files_and_usr1_reopen(tmp_path):
     error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
     args = ("--error-logfile", str(error_log), "--access-logfile", str(access_log))
@@ -183,7 +192,11 @@ def test_log_files_and_usr1_reopen(tmp_path):
         while not (error_log.exists() and access_log.exists()):
             assert time.monotonic() < deadline, "log files were not reopened"
             time.sleep(0.05)
-        time.sleep(0.2)  # the workers reopen theirs on the control channel
+        # The workers reopen theirs when the master's message reaches them on the
+        # control channel: wait until each holds the new file open.
+        while not all(_holds_open(pid, access_log) for pid in s.worker_pids()):
+            assert time.monotonic() < deadline, "workers did not reopen the access log"
+            time.sleep(0.05)
         httpx.get(f"{s.url}/count?after")
         assert "GET /count?after" in access_log.read_text()
         assert "GET /count?after" not in (tmp_path / "access.log.1").read_text()
