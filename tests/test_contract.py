@@ -134,6 +134,37 @@ def check_started_ignoring(server: Server, plain: dict) -> None:
         assert client.get("/exit_codes").json() == plain["exit_codes"]
 
 
+# Started with SIGTERM ignored too (a supervisor that sets it so before exec): the
+# workers own SIGTERM for their graceful stop, yet a child the app forks must start with
+# it ignored, as under plain python started the same way.
+TERM_IGNORING_LAUNCHER = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys\n"
+    "for s in (signal.SIGTERM, signal.SIGINT):\n"
+    "    signal.signal(s, signal.SIG_IGN)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_forked_children_find_sigterm_as_the_server_was_started_with(workers):
+    probes = ["fork_child_signals"]
+    plain = plain_python_contract(launcher=TERM_IGNORING_LAUNCHER, probes=probes)
+    expected = plain["fork_child_signals"]
+    assert {int(signal.SIGTERM), int(signal.SIGINT)} <= set(expected["SigIgn"]), expected
+    cmd = [*TERM_IGNORING_LAUNCHER, sys.executable, "-m", "ferrocorn", "contract_probe:app"]
+    cmd += ["--port", "0", "--workers", str(workers)]
+    with Server("", cmd=cmd) as s:
+        s.wait_for_workers(workers)
+        for _ in range(workers * 2):
+            child = httpx.get(f"{s.url}/fork_child_signals", timeout=60).json()
+            assert_same_ignored(child.pop("SigIgn"), expected["SigIgn"])
+            assert child == {k: v for k, v in expected.items() if k != "SigIgn"}
+        # SIGTERM still stops the server gracefully: the master and the workers catch it.
+        assert s.stop() == 0
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_signals_ignored_at_start_stay_ignored_as_under_plain_python(workers):
     probes = ["own_signals", "exec_child_signals", "exit_codes"]

@@ -107,6 +107,24 @@ def fork_children():
     return outcome
 
 
+def _report_signal_state(queue):
+    masks = status_masks()
+    handlers = {n: str(signal.getsignal(getattr(signal, n))) for n in ("SIGTERM", "SIGINT")}
+    queue.put({"SigIgn": bits(masks["SigIgn"]), "SigBlk": bits(masks["SigBlk"]), **handlers})
+
+
+def fork_child_signals():
+    """What a child the app forks starts with: ignored and blocked signals, and Python's
+    handlers for SIGTERM and SIGINT."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_report_signal_state, args=(queue,))
+    child.start()
+    state = queue.get(timeout=30)
+    child.join(30)
+    return state
+
+
 def start_methods():
     result = {}
     for method in ("spawn", "forkserver", "fork"):
@@ -129,7 +147,7 @@ def plain_python(probes):
     report["exit_codes"] = exit_codes()
     if not probes or "asyncio_exit_codes" in probes:
         report["asyncio_exit_codes"] = asyncio.run(asyncio_exit_codes())
-    for probe in (fork_children, start_methods):
+    for probe in (fork_children, fork_child_signals, start_methods):
         if not probes or probe.__name__ in probes:
             report[probe.__name__] = probe()
     return {k: v for k, v in report.items() if not probes or k in probes}
