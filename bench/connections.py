@@ -11,10 +11,12 @@ Each (server, kind) gets a fresh server (one worker, uvloop, keep-alive and WebS
 ping timers long enough not to fire during the run). Steps: warm-up wrk run; RSS; the
 wrk runs without held connections (`--rounds`, 3: the median p99); open N connections
 (a request or a WebSocket handshake each, answered, then idle); RSS; the same wrk runs
-again with them held;
-close them; RSS once the server has let them go. The file descriptor limit is raised to
-its hard limit here, and the servers inherit it. The client is asyncio with raw
-non-blocking sockets, so holding 10,000 of them costs this process little.
+again with them held; close them; RSS once the server has let them go and then
+`--after-close` seconds more (12 by default, for every server alike: ferrocorn gives
+freed heap back to the kernel every 10 s by default, and a read taken before that shows
+memory it no longer uses). The file descriptor limit is raised to its hard limit here,
+and the servers inherit it. The client is asyncio with raw non-blocking sockets, so
+holding 10,000 of them costs this process little.
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ def median_run(url: str, rounds: int) -> dict:
     }
 
 
-def measure(server: str, kind: str, n: int, rounds: int) -> dict:
+def measure(server: str, kind: str, n: int, rounds: int, after_close: float) -> dict:
     port = free_port()
     proc = subprocess.Popen(
         server_command(server, port), cwd=ROOT, start_new_session=True,
@@ -194,6 +196,7 @@ def measure(server: str, kind: str, n: int, rounds: int) -> dict:
         deadline = time.monotonic() + 15
         while connected_count(port) and time.monotonic() < deadline:
             time.sleep(0.2)
+        time.sleep(after_close)
         released = settle_rss(proc.pid)
         return {
             "server": server, "kind": kind, "n": n, "opened_in": opened_in,
@@ -219,6 +222,10 @@ def main() -> int:
     p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--rounds", type=int, default=3, help="wrk runs without and with (median p99)")
+    p.add_argument(
+        "--after-close", type=float, default=12.0,
+        help="seconds to wait once the server closed them before reading RSS after close",
+    )  # fmt: skip
     args = p.parse_args()
     limit = raise_fd_limit()
     if limit < args.connections + 200:
@@ -233,7 +240,7 @@ def main() -> int:
     for kind in args.kinds.split(","):
         for server in args.servers.split(","):
             try:
-                r = measure(server, kind, args.connections, args.rounds)
+                r = measure(server, kind, args.connections, args.rounds, args.after_close)
             except (RuntimeError, subprocess.SubprocessError, OSError) as e:
                 print(f"| {server} | {args.connections} {kind} | failed: {e} |||||||", flush=True)
                 failed = True
