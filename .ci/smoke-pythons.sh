@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(3.10 3.12 3.13)
 tests=(tests/test_http.py tests/test_contract.py tests/test_compat.py tests/test_compat_libs.py
-  tests/test_api.py tests/test_check.py)
+  tests/test_api.py tests/test_check.py tests/test_tasks.py)
 profile=${PROFILE:-release}
 
 rm -rf target/smoke-wheel

@@ -76,8 +76,13 @@ pub enum HttpMode {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskImpl {
-    /// An asyncio Task per request, made by `loop.create_task`, as uvicorn does.
+    /// An asyncio Task per request, as uvicorn makes them; on Python 3.12+ it starts
+    /// eagerly: its first step runs when the request is dispatched (README).
     Task,
+    /// An asyncio Task per request made by `loop.create_task` on every Python, its
+    /// first step on the loop's next turn: exactly uvicorn's.
+    #[serde(rename = "create-task")]
+    CreateTask,
     /// Requests that finish without suspending run inline in a few long-lived runner
     /// Tasks: faster, but `asyncio.all_tasks()` lists the runners and a done-callback
     /// added to `current_task()` runs when the runner ends (README).

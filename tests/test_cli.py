@@ -402,7 +402,7 @@ def test_a_custom_loop_that_cannot_be_imported_fails_the_boot():
     assert "Error loading custom loop setup function" in result.stderr
 
 
-@pytest.mark.parametrize("impl", ["task", "runner"])
+@pytest.mark.parametrize("impl", ["task", "create-task", "runner"])
 def test_reset_contextvars_hides_context_set_at_import(impl):
     with serve("--task-impl", impl) as server:
         assert report(server)["marker"] == "from-import"

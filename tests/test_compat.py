@@ -152,6 +152,23 @@ def test_sequential_requests_run_in_distinct_tasks(query):
     assert all(re.fullmatch(r"Task-\d+", name) for name in names), names
 
 
+@pytest.mark.parametrize("query", ["", "?suspend"])
+def test_system_exit_in_a_request_ends_only_that_request(query):
+    """uvicorn's request cycle catches BaseException: an app raising SystemExit or
+    KeyboardInterrupt in a request gets a 500 and the error logged with its traceback,
+    and the same process goes on serving."""
+    with compat_server("compat_tasks:app") as s:
+        pid = httpx.get(f"{s.url}/pid").json()
+        for path, error in (("/exit", "SystemExit: 4"), ("/interrupt", "KeyboardInterrupt")):
+            assert httpx.get(f"{s.url}{path}{query}").status_code == 500
+            s.wait_for_log(error)
+            assert httpx.get(f"{s.url}/pid").json() == pid
+        log = s.stderr_text()
+    assert log.count("Exception in ASGI application") == 2, log
+    assert "Task exception was never retrieved" not in log, log
+    assert "exited with code" not in log, log
+
+
 # 3. Tracebacks of errors in requests and at import are logged in full.
 
 

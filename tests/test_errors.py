@@ -7,7 +7,7 @@ import pytest
 from tests.server import Server, raw_exchange
 
 
-@pytest.fixture(scope="module", params=["task", "runner"])
+@pytest.fixture(scope="module", params=["task", "create-task", "runner"])
 def server(request):
     with Server("basic:app", "--task-impl", request.param) as s:
         yield s

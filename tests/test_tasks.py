@@ -1,11 +1,13 @@
 """What a request sees of asyncio, whichever way ferrocorn runs it: in a Task of its
-own (the default, also when the app installed a task factory) or inline in a
-long-lived runner Task (`--task-impl runner`). Contextvars, `asyncio.current_task()`
+own (the default, started eagerly on Python 3.12+; `--task-impl create-task`, made by
+`loop.create_task` on every version; also when the app installed a task factory) or
+inline in a long-lived runner Task (`--task-impl runner`). Contextvars, `asyncio.current_task()`
 and cancellation must behave as with a Task per request (python/ferrocorn/_requests.py);
 done-callbacks and Task names only with the default."""
 
 import asyncio
 import re
+import sys
 import time
 
 import httpx
@@ -14,10 +16,10 @@ import pytest
 from tests.server import Server
 
 
-@pytest.fixture(scope="module", params=["task", "runner", "task factory"])
+@pytest.fixture(scope="module", params=["task", "create-task", "runner", "task factory"])
 def server(request):
     env = {"FERROCORN_TEST_TASK_FACTORY": "1"} if request.param == "task factory" else {}
-    args = ["--task-impl", "runner"] if request.param == "runner" else []
+    args = ["--task-impl", request.param] if request.param != "task factory" else []
     with Server("tasks_app:app", *args, env=env) as s:
         yield s
 
@@ -26,6 +28,22 @@ def server(request):
 def default_server():
     with Server("tasks_app:app") as s:
         yield s
+
+
+@pytest.mark.parametrize("impl", ["task", "create-task"])
+def test_a_request_task_starts_eagerly_on_python_312_by_default(impl):
+    """The default starts each request's Task eagerly where asyncio can (3.12+: it saves
+    the loop turn before the first step); `--task-impl create-task` never does, and
+    neither does the default once the app installed a task factory (it must see every
+    request's Task made through it)."""
+    with Server("tasks_app:app", "--task-impl", impl) as s:
+        eager = httpx.get(f"{s.url}/eager").json()
+    assert eager is (impl == "task" and sys.version_info >= (3, 12))
+    with Server("tasks_app:app", env={"FERROCORN_TEST_TASK_FACTORY": "1"}) as s:
+        before = httpx.get(f"{s.url}/factory-count").json()
+        assert httpx.get(f"{s.url}/eager").json() is False
+        after = httpx.get(f"{s.url}/factory-count").json()
+        assert after - before >= 2  # the /eager request and the count request itself
 
 
 def test_each_request_has_a_task_of_its_own_named_as_uvicorns(default_server):

@@ -57,7 +57,7 @@ OPTIONS: dict[str, Option] = {
         Option("lifespan", VALUE, str, "auto", ("auto", "on", "off")),
         # Also "module:function", a custom loop factory (not a fixed choice).
         Option("loop", VALUE, str, "auto"),
-        Option("task_impl", VALUE, str, "task", ("task", "runner")),
+        Option("task_impl", VALUE, str, "task", ("task", "create-task", "runner")),
         Option("root_path", VALUE, str, ""),
         Option("timeout_keep_alive", VALUE, NUMBER, 5.0),
         Option("timeout_request_header", VALUE, NUMBER, 30.0),

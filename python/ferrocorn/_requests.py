@@ -3,9 +3,10 @@
 The Rust side hands over a batch of app calls, each as `(scope, receive, send)`.
 
 `PerRequestTasks` (the default, `--task-impl task`) gives every request and WebSocket
-an asyncio Task of its own made by `loop.create_task`, as uvicorn does: the app sees a
-Task per request (named "Task-N", its done-callbacks run when the request ends, an app's
-task factory sees every one).
+an asyncio Task of its own, as uvicorn does: the app sees a Task per request (named
+"Task-N", its done-callbacks run when the request ends, an app's task factory sees every
+one). On Python 3.12+ the Task starts eagerly (see `_task_maker`);
+`--task-impl create-task` makes it with `loop.create_task` on every version.
 
 `Runners` (opt-in, `--task-impl runner`) runs HTTP requests inline in a few long-lived
 asyncio Tasks instead: the requests go into `Runners.queue` (a Rust queue, no Python
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import sys
 import types
 from typing import Any
@@ -48,13 +50,15 @@ IDLE_RUNNERS = 2
 async def reported(send: Any, func: Any, *args: Any) -> None:
     """Await `func(*args)` (the app, or the rest of a suspended request) and tell the
     Rust side how it ended: done, or failed (it then answers 500 or closes the
-    connection). A BaseException that is not an Exception (a cancellation) goes on up,
-    as it would end a Task."""
+    connection). A cancellation goes on up, so that the Task ends cancelled. SystemExit
+    and KeyboardInterrupt raised by the app end only its request, logged as any other
+    error, as under uvicorn (whose request cycle catches BaseException): the worker
+    goes on serving."""
     try:
         await func(*args)
     except BaseException as exc:
         send.app_error(exc)
-        if not isinstance(exc, Exception):
+        if isinstance(exc, asyncio.CancelledError):
             raise
     else:
         send.app_done()
@@ -65,10 +69,12 @@ class PerRequestTasks:
     `loop.create_task(reported(send, app, scope, receive, send))`, through the loop so
     that an app's task factory sees every request."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, app: Any, fresh_context: bool) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, app: Any, fresh_context: bool, eager: bool = True
+    ) -> None:
         self.loop = loop
         self.app = app
-        self.create_task = _task_maker(loop, fresh_context)
+        self.create_task = _task_maker(loop, fresh_context, eager)
 
     def kick(self) -> None:
         pass
@@ -169,10 +175,26 @@ def _resume(coro: Any, waits_on: Any) -> Any:
     return (yield from coro)
 
 
-def _task_maker(loop: asyncio.AbstractEventLoop, fresh_context: bool) -> Any:
+def _task_maker(loop: asyncio.AbstractEventLoop, fresh_context: bool, eager: bool = True) -> Any:
     """`loop.create_task`, or with --reset-contextvars one that starts each Task in a new
     empty contextvars.Context, as uvicorn's option does (context set at import time or
-    in the lifespan is then not visible to requests)."""
+    in the lifespan is then not visible to requests).
+
+    On Python 3.12+, when the app set no task factory, the Task starts eagerly (as
+    `asyncio.eager_task_factory` would make it): its first step runs inside the call
+    that makes it, in the Task's own context with `current_task()` returning it, instead
+    of on the loop's next turn. A request that finishes in that step (most do: `send()`
+    of a whole response completes at once) never waits in the loop's ready queue and is
+    never added to the WeakSet of scheduled tasks. It is still a Task of its own with
+    its name, done-callbacks (run by the loop when it ends), contextvars and
+    cancellation; what differs is only that the app's first step runs a moment earlier.
+    """
+    if eager and sys.version_info >= (3, 12) and loop.get_task_factory() is None:
+        if fresh_context:
+            return lambda coro: asyncio.Task(
+                coro, loop=loop, context=contextvars.Context(), eager_start=True
+            )
+        return functools.partial(asyncio.Task, loop=loop, eager_start=True)
     if not fresh_context:
         return loop.create_task
     if sys.version_info >= (3, 11):
@@ -184,7 +206,7 @@ def make(
     loop: asyncio.AbstractEventLoop, app: Any, impl: str, fresh_context: bool = False
 ) -> PerRequestTasks | Runners:
     if impl != "runner" or loop.get_task_factory() is not None or sys.version_info < (3, 11):
-        return PerRequestTasks(loop, app, fresh_context)
+        return PerRequestTasks(loop, app, fresh_context, eager=impl != "create-task")
     return Runners(loop, app, fresh_context)
 
 

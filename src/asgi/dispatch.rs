@@ -38,6 +38,11 @@ pub struct Dispatcher {
     /// Called with uvicorn's access args (client, method, path, http_version, status)
     /// when access records go through Python logging.
     access_logger: Option<PyObject>,
+    /// A SystemExit or KeyboardInterrupt raised by an app call in the batch. A Task that
+    /// starts eagerly (Python 3.12+) runs the app's first step inside `create_task`, so
+    /// such an exception reaches the dispatcher instead of the loop; it is raised from
+    /// the loop callback once the batch is done, as the Task's step would have.
+    fatal: Option<PyErr>,
 }
 
 impl Dispatcher {
@@ -68,16 +73,22 @@ impl Dispatcher {
             scopes,
             http: Arc::new(http),
             access_logger,
+            fatal: None,
         })
     }
 
-    /// After the batch: start the requests it queued.
-    pub fn end_of_batch(&mut self, py: Python<'_>) {
+    /// After the batch: start the requests it queued; then raise what must end the
+    /// loop, if an app call raised it.
+    pub fn end_of_batch(&mut self, py: Python<'_>) -> PyResult<()> {
         if std::mem::take(&mut self.queued) {
             if let Err(e) = self.kick.call0(py) {
                 crate::error!("Internal error while starting requests: {e}");
                 e.print(py);
             }
+        }
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -102,6 +113,11 @@ impl Dispatcher {
             },
         };
         if let Err(e) = result {
+            if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+                // SystemExit, KeyboardInterrupt: kept for the end of the batch.
+                self.fatal.get_or_insert(e);
+                return;
+            }
             // One bad event must not lose the rest of the batch.
             crate::error!("Internal error while dispatching: {e}");
             e.print(py);

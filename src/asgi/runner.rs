@@ -6,7 +6,7 @@
 //! no Python call, and the app coroutine's first step goes through `PyIter_Send`, which
 //! reports "returned" without raising StopIteration.
 
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::asyncio::CancelledError as PyCancelledError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -137,7 +137,10 @@ impl RequestQueue {
                     // would show one line without where it was raised.
                     let value = err.clone_ref(py).into_value(py);
                     request.send.call_method1(py, "app_error", (value,))?;
-                    if !err.is_instance_of::<PyException>(py) {
+                    // A cancellation ends the runner's Task, as it would end a
+                    // request's own; SystemExit and KeyboardInterrupt end only the
+                    // request, as under uvicorn (python/ferrocorn/_requests.py).
+                    if err.is_instance_of::<PyCancelledError>(py) {
                         return Err(err);
                     }
                 }

@@ -302,14 +302,15 @@ impl WorkerCore {
 
     /// Handle every event queued by the other threads; called by the loop when the
     /// bridge's eventfd is readable.
-    fn drain(&mut self, py: Python<'_>) {
+    fn drain(&mut self, py: Python<'_>) -> PyResult<()> {
         let mut batch = std::mem::take(&mut self.batch);
         self.bridge.take(&mut batch);
+        let mut result = Ok(());
         if let Some(dispatcher) = self.dispatcher.as_mut() {
             for event in batch.drain(..) {
                 dispatcher.handle(py, event);
             }
-            dispatcher.end_of_batch(py);
+            result = dispatcher.end_of_batch(py);
         } else if let Some(on_control) = &self.on_control {
             for event in batch.drain(..) {
                 let result = match event {
@@ -332,6 +333,7 @@ impl WorkerCore {
         }
         batch.clear();
         self.batch = batch;
+        result
     }
 
     /// Stop accepting and close connections as their requests finish; a "drained"

@@ -4,12 +4,15 @@
 `asyncio.current_task()` (a pattern of per-request pools and tracing libraries), with
 `?suspend` after awaiting once; /held reports how many are still taken. /task reports
 the request's Task: its name and whether it is the Task the previous /task request ran
-in (the previous one is kept referenced, so its id cannot be reused).
+in (the previous one is kept referenced, so its id cannot be reused). /exit and /interrupt
+raise SystemExit and KeyboardInterrupt (after awaiting once with `?suspend`); /pid
+reports the worker's pid.
 """
 
 import asyncio
 import itertools
 import json
+import os
 
 held: set[int] = set()
 tokens = itertools.count()
@@ -27,6 +30,12 @@ async def app(scope, receive, send):
         if query == "suspend":
             await asyncio.sleep(0.005)
         await respond(send, "acquired")
+    elif path in ("/exit", "/interrupt"):
+        if query == "suspend":
+            await asyncio.sleep(0.005)
+        raise SystemExit(4) if path == "/exit" else KeyboardInterrupt
+    elif path == "/pid":
+        await respond(send, os.getpid())
     elif path == "/held":
         await respond(send, len(held))
     elif path == "/task":

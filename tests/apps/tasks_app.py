@@ -138,6 +138,14 @@ async def acquire(query, send):
     await respond(send, "taken")
 
 
+async def started_eagerly(query, send):
+    """Whether the request's first step runs eagerly, inside the call that made its Task
+    (Python 3.12+: asyncio keeps such a Task in its private `_eager_tasks` set until the
+    step ends), rather than on the loop's next turn."""
+    eager_tasks = getattr(asyncio.tasks, "_eager_tasks", set())
+    await respond(send, asyncio.current_task() in eager_tasks)
+
+
 async def held_count(query, send):
     await respond(send, held["count"])
 
@@ -152,4 +160,5 @@ ROUTES = {
     "swallow-cancel": swallow_cancel,
     "timeouts": timeouts,
     "factory-count": factory_count,
+    "eager": started_eagerly,
 }
