@@ -27,7 +27,9 @@ def dist_versions(python: str, dists: tuple[str, ...]) -> str:
         "import importlib.metadata as m, platform, sys\n"
         "def v(n):\n"
         "    try: return m.version(n)\n"
-        "    except m.PackageNotFoundError: return 'missing'\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "    try: return __import__(n).__version__ + ' (checkout)'\n"  # BENCH_PYTHON's .pth
+        "    except Exception: return 'missing'\n"
         f"print(', '.join(f'{{n}} {{v(n)}}' for n in {dists!r}) + "
         "', Python ' + platform.python_version())"
     )
@@ -170,7 +172,7 @@ def build_report(args, servers, workloads, results, started) -> tuple[str, list[
         f"- Machine: {machine()}",
         f"- ferrocorn: {dist_versions(FERROCORN_PYTHON, FERROCORN_DISTS)} "
         f"({FERROCORN_PYTHON}, git {git_revision()})",
-        f"- Peers: {dist_versions(str(PEERS_BIN / 'python'), PEER_DISTS)} (bench/.venv)",
+        f"- Peers: {dist_versions(str(PEERS_BIN / 'python'), PEER_DISTS)} ({PEERS_BIN.parent})",
         f"- Load: {wrk_version()}, `wrk -t{args.threads} -c{args.connections} --latency` "
         f"on {HOST}; h2hello: `h2load -c{args.connections} -m{H2LOAD_STREAMS}` (h2c by "
         f"prior knowledge); wsecho: bench/tools wsload, {args.connections} connections; "

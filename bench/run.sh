@@ -8,18 +8,34 @@
 #
 # ferrocorn is run by $FERROCORN_PYTHON (default: the project's .venv/bin/python), an
 # interpreter where ferrocorn is already installed; this script never builds it.
+#
+# BENCH_PYTHON=3.12 bench/run.sh ...  runs every server on that CPython (from pyenv):
+# the peers in bench/.venv-3.12, and ferrocorn as this checkout built by `make build`
+# (its abi3 extension serves every CPython >= 3.10), imported there through a .pth file.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 venv="$here/.venv"
+python="${PYTHON:-python3}"
+if [ -n "${BENCH_PYTHON:-}" ]; then
+  venv="$here/.venv-$BENCH_PYTHON"
+  pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
+  python=$(ls -d "$pyenv_root"/versions/"$BENCH_PYTHON".*/bin/python 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$python" ] || { echo "no CPython $BENCH_PYTHON under $pyenv_root/versions" >&2; exit 1; }
+fi
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "== creating $venv" >&2
-  "${PYTHON:-python3}" -m venv "$venv"
+  "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
 fi
 # Unpinned: a no-op when everything is there; each results file records the versions.
 "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt"
+if [ -n "${BENCH_PYTHON:-}" ]; then
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$root/python" > "$site/ferrocorn-checkout.pth"
+  export BENCH_VENV="$venv" FERROCORN_PYTHON="$venv/bin/python"
+fi
 
 if ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then

@@ -14,7 +14,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PEERS_BIN = HERE / ".venv" / "bin"
+# bench/.venv, or the one run.sh made for $BENCH_PYTHON.
+PEERS_BIN = Path(os.environ.get("BENCH_VENV", HERE / ".venv")) / "bin"
 FERROCORN_PYTHON = os.environ.get("FERROCORN_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 HOST = "127.0.0.1"
 
@@ -42,9 +43,11 @@ TRIM_SERVERS = {
 ACCESS_LOG_SERVERS.update(METRICS_SERVERS)
 ACCESS_LOG_SERVERS.update(TRIM_SERVERS)
 ACCESS_LOG_WORKLOADS = {"hello", "fastapi", "hello2w"}
-KNOWN_SERVERS = (*ALL_SERVERS, *ACCESS_LOG_SERVERS)
-# ferrocorn's opt-in request runners (--task-impl runner), measured where they differ:
-# requests that don't suspend.
+# ferrocorn with --task-impl create-task (a Task per request made by loop.create_task,
+# not started eagerly on Python 3.12+), run only when named.
+KNOWN_SERVERS = (*ALL_SERVERS, *ACCESS_LOG_SERVERS, "ferrocorn-create-task")
+# ferrocorn's opt-in request runners (--task-impl runner) and create-task, measured where
+# they differ: requests that don't suspend.
 RUNNER_WORKLOADS = {"hello", "fastapi", "echo"}
 # ceiling: a plain hyper server (bench/tools), the no-Python ceiling of hello and h2hello.
 TOOLS = HERE / "tools"
@@ -113,7 +116,7 @@ ALIASES = {"echo10k": "echo", "json": "fastapi"}
 
 
 def serves(server: str, workload: str) -> bool:
-    if server == "ferrocorn-runner":
+    if server in ("ferrocorn-runner", "ferrocorn-create-task"):
         return workload in RUNNER_WORKLOADS
     if server in ACCESS_LOG_SERVERS:
         return workload in ACCESS_LOG_WORKLOADS
@@ -135,7 +138,10 @@ def server_command(server: str, app: str, port: int, workload: str = "hello") ->
     if is_ferrocorn(server):
         # Default log level (info): "ferrocorn ready" is an info line; it logs nothing per
         # request without the access log.
-        runner = ["--task-impl", "runner"] if server == "ferrocorn-runner" else []
+        runner = {
+            "ferrocorn-runner": ["--task-impl", "runner"],
+            "ferrocorn-create-task": ["--task-impl", "create-task"],
+        }.get(server, [])
         access = ACCESS_LOG_SERVERS.get(server, ["--no-access-log"])
         return [
             FERROCORN_PYTHON, "-m", "ferrocorn", app,
