@@ -66,8 +66,9 @@ async def reported(send: Any, func: Any, *args: Any) -> None:
 
 class PerRequestTasks:
     """Every app call in a Task of its own: the dispatcher (src/asgi/dispatch.rs) calls
-    `loop.create_task(reported(send, app, scope, receive, send))`, through the loop so
-    that an app's task factory sees every request."""
+    `create_task(reported(send, app, scope, receive, send))`, where `create_task` is
+    `loop.create_task` (so that an app's task factory sees every request) or, on Python
+    3.12+ with no task factory, an eager `asyncio.Task` (`_task_maker`)."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, app: Any, fresh_context: bool, eager: bool = True
