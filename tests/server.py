@@ -14,6 +14,13 @@ from pathlib import Path
 
 APPS_DIR = Path(__file__).parent / "apps"
 READY = "ferrocorn ready"
+# Servers started and not yet stopped: tests/conftest.py shows their logs when a test
+# fails.
+_live: set[Server] = set()
+
+
+def live_servers() -> list[Server]:
+    return list(_live)
 
 
 class Server:
@@ -51,6 +58,7 @@ class Server:
         self.url = ""
         self.host = ""
         self.port = 0
+        _live.add(self)
 
     def _pump(self, stream, sink: list[str]) -> None:
         for line in stream:
@@ -124,6 +132,7 @@ class Server:
         return self.proc.wait(timeout)
 
     def stop(self, timeout: float = 15.0) -> int | None:
+        _live.discard(self)
         if self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, signal.SIGTERM)
