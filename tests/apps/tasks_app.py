@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import json
 import os
+import sys
 
 import anyio
 
@@ -103,9 +104,12 @@ async def timeouts(query, send):
     """asyncio and anyio timeouts cancel the request's own wait, and only that."""
     results = []
     try:
-        async with asyncio.timeout(0.02):
-            await asyncio.sleep(5)
-    except TimeoutError:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(5)
+        else:  # asyncio.timeout() is new in 3.11
+            await asyncio.wait_for(asyncio.sleep(5), 0.02)
+    except asyncio.TimeoutError:
         results.append("asyncio timed out")
     with anyio.move_on_after(0.02) as scope:
         await anyio.sleep(5)
