@@ -38,10 +38,12 @@ pub struct Dispatcher {
     /// Called with uvicorn's access args (client, method, path, http_version, status)
     /// when access records go through Python logging.
     access_logger: Option<PyObject>,
-    /// A SystemExit or KeyboardInterrupt raised by an app call in the batch. A Task that
-    /// starts eagerly (Python 3.12+) runs the app's first step inside `create_task`, so
-    /// such an exception reaches the dispatcher instead of the loop; it is raised from
-    /// the loop callback once the batch is done, as the Task's step would have.
+    /// A BaseException that is not an Exception escaping an app call in the batch
+    /// (`reported` lets only cancellations through; a KeyboardInterrupt delivered by a
+    /// signal mid-step could still come). A Task that starts eagerly (Python 3.12+) runs
+    /// the app's first step inside `create_task`, so such an exception reaches the
+    /// dispatcher instead of the loop; it is raised from the loop callback once the
+    /// batch is done, as the Task's step would have raised it.
     fatal: Option<PyErr>,
 }
 
