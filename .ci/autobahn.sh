@@ -39,11 +39,7 @@ install_wstest() {
     return
   fi
   local py27
-  py27="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")/versions/2.7.18/bin/python"
-  if [ ! -x "$py27" ]; then
-    echo "Python 2.7.18 not found at $py27 (pyenv install 2.7.18)" >&2
-    exit 1
-  fi
+  py27=$(.ci/pyenv-python.sh 2.7.18)
   echo "== installing wstest into $AUTOBAHN_HOME"
   rm -rf "$AUTOBAHN_HOME"
   mkdir -p "$AUTOBAHN_HOME"

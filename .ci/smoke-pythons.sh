@@ -16,13 +16,8 @@ rm -rf target/smoke-wheel
 .venv/bin/maturin build --quiet --profile "$profile" --interpreter .venv/bin/python -o target/smoke-wheel
 wheel=$(ls target/smoke-wheel/ferrocorn-*.whl)
 
-pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
 for version in "${versions[@]}"; do
-  python=$(ls -d "$pyenv_root"/versions/"$version".*/bin/python 2>/dev/null | sort -V | tail -n 1)
-  if [ -z "$python" ]; then
-    echo "smoke: no CPython $version under $pyenv_root/versions" >&2
-    exit 1
-  fi
+  python=$(.ci/pyenv-python.sh "$version")
   venv=.venv-smoke-$version
   echo "== smoke on $("$python" --version)"
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"

@@ -19,9 +19,7 @@ venv="$here/.venv"
 python="${PYTHON:-python3}"
 if [ -n "${BENCH_PYTHON:-}" ]; then
   venv="$here/.venv-$BENCH_PYTHON"
-  pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
-  python=$(ls -d "$pyenv_root"/versions/"$BENCH_PYTHON".*/bin/python 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$python" ] || { echo "no CPython $BENCH_PYTHON under $pyenv_root/versions" >&2; exit 1; }
+  python=$("$root/.ci/pyenv-python.sh" "$BENCH_PYTHON")
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
