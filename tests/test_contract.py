@@ -104,18 +104,25 @@ def test_contract_holds_in_every_worker(plain, workers, interface):
             assert client.get("/fork_children").json() == plain["fork_children"]
 
 
-# Starts a program the way `nohup` (SIGHUP) and a shell script's `cmd &` (SIGINT,
-# SIGQUIT) do: those signals ignored from the start. An ignored disposition survives
-# exec, so plain python keeps them ignored, and so must every worker and its children.
-IGNORING_LAUNCHER = [
-    sys.executable,
-    "-c",
-    "import os, signal, sys\n"
-    "for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):\n"
-    "    signal.signal(s, signal.SIG_IGN)\n"
-    "os.execv(sys.argv[1], sys.argv[1:])",
-]
+def ignoring_launcher(*signals: signal.Signals) -> list[str]:
+    """A command prefix that execs the rest of its command line with `signals` ignored,
+    as a supervisor or a shell can start a program. An ignored disposition survives
+    exec, so plain python keeps them ignored, and so must every worker and its children."""
+    names = ", ".join(f"signal.{s.name}" for s in signals)
+    return [
+        sys.executable,
+        "-c",
+        "import os, signal, sys\n"
+        f"for s in ({names},):\n"
+        "    signal.signal(s, signal.SIG_IGN)\n"
+        "os.execv(sys.argv[1], sys.argv[1:])",
+    ]
+
+
+# Started the way `nohup` (SIGHUP) and a shell script's `cmd &` (SIGINT, SIGQUIT) start
+# a program: those signals ignored from the start.
 LAUNCHER_IGNORES = {int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGQUIT)}
+IGNORING_LAUNCHER = ignoring_launcher(*map(signal.Signals, LAUNCHER_IGNORES))
 
 
 def check_started_ignoring(server: Server, plain: dict) -> None:
@@ -137,14 +144,7 @@ def check_started_ignoring(server: Server, plain: dict) -> None:
 # Started with SIGTERM ignored too (a supervisor that sets it so before exec): the
 # workers own SIGTERM for their graceful stop, yet a child the app forks must start with
 # it ignored, as under plain python started the same way.
-TERM_IGNORING_LAUNCHER = [
-    sys.executable,
-    "-c",
-    "import os, signal, sys\n"
-    "for s in (signal.SIGTERM, signal.SIGINT):\n"
-    "    signal.signal(s, signal.SIG_IGN)\n"
-    "os.execv(sys.argv[1], sys.argv[1:])",
-]
+TERM_IGNORING_LAUNCHER = ignoring_launcher(signal.SIGTERM, signal.SIGINT)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -403,7 +403,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             method: head.method,
             version: head.version,
             keep_alive: head.keep_alive && !ending.now(),
-            out: OutQueue::new(),
+            out: OutQueue::default(),
             framing: None,
             body_sent: 0,
             access,

@@ -29,19 +29,15 @@ pub struct OutQueue {
 
 impl Default for OutQueue {
     fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl OutQueue {
-    pub fn new() -> Self {
         OutQueue {
             segments: VecDeque::new(),
             tail: BytesMut::with_capacity(TAIL_CAPACITY),
             len: 0,
         }
     }
+}
 
+impl OutQueue {
     pub fn len(&self) -> usize {
         self.len + self.tail.len()
     }
@@ -118,7 +114,7 @@ mod tests {
 
     #[test]
     fn keeps_the_order_of_small_and_big_pieces() {
-        let mut q = OutQueue::new();
+        let mut q = OutQueue::default();
         q.tail().extend_from_slice(b"head;");
         q.push(Bytes::from(vec![b'A'; BIG]));
         q.tail().extend_from_slice(b";mid;");
