@@ -4,10 +4,8 @@
 //! not wait, and with an asyncio Future completed by a `WsWake` event when they must.
 
 use super::exchange::{ResponseHead, STREAM_WATER};
-use super::http::{
-    body_bytes, convert_headers, field, protocol_error, required, resolve, ClientDisconnected,
-    HttpContext, Ready,
-};
+use super::http::{resolve, ClientDisconnected, HttpContext, Ready};
+use super::message::{body_bytes, convert_headers, field, protocol_error, required};
 use super::ws_session::{Decision, Message, Outgoing, WsSession, WsState};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};

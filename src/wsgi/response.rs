@@ -11,7 +11,8 @@
 
 use super::pool::Progress;
 use crate::asgi::exchange::{Exchange, ResponseHead};
-use crate::asgi::http::{answer_500, body_bytes, convert_headers, ClientDisconnected};
+use crate::asgi::http::{answer_500, ClientDisconnected};
+use crate::asgi::message::{body_bytes, convert_headers};
 use crate::asgi::pathsend::FileBody;
 use bytes::Bytes;
 use http::StatusCode;
