@@ -1,7 +1,8 @@
 //! HTTP/1.1, split as hyper does: `parse` (the request head and its framing rules),
 //! `decode` (request bodies), `encode` (responses), `conn` (one connection's life),
-//! `deadline` (its timeout clock), `outq` (the response queue), `sendfile` (zero-copy
-//! file bodies), `close` (refusing and closing without losing the response).
+//! `transaction` (one request and its response on it), `deadline` (the connection's
+//! timeout clock), `outq` (the response queue), `sendfile` (zero-copy file bodies),
+//! `close` (refusing and closing without losing the response).
 //!
 //! Layers: `conn_shared` and `asgi` below; `ws` and `http2` above (they take over a
 //! connection from here). The one look upwards is deliberate: `conn` asks
@@ -16,6 +17,7 @@ pub mod encode;
 pub mod outq;
 pub mod parse;
 pub mod sendfile;
+pub mod transaction;
 
 #[cfg(test)]
 mod props;

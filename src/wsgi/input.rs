@@ -1,6 +1,6 @@
 //! `wsgi.input`: the request body as a file the app reads. Bytes come from the
 //! exchange as the connection reads them (its read-ahead is bounded, see
-//! http1/conn.rs); a read that finds nothing waits with the GIL released until the
+//! http1/transaction.rs); a read that finds nothing waits with the GIL released until the
 //! I/O thread brings more, reaches the end, or the client leaves (then OSError, the
 //! `ClientDisconnected` of ASGI's send()). --limit-request-body and the body timeout
 //! are enforced by the connection, which ends the exchange.
