@@ -2,7 +2,7 @@
 //! --error-logfile), and the access log on stdout (or --access-logfile). No Python call
 //! per request. SIGUSR1 reopens the files (for logrotate). Level names are coloured as
 //! uvicorn colours them with --use-colors, or by default on a terminal. How each access
-//! line is made is src/access_log.rs; Python's logging of the `uvicorn.*` and
+//! line is made is src/access_log/; Python's logging of the `uvicorn.*` and
 //! `ferrocorn.*` loggers writes through here too (python/ferrocorn/_logging.py).
 //!
 //! A log that can't be written (a full disk, /dev/full, a closed stdout pipe) never
