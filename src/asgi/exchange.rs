@@ -201,7 +201,8 @@ impl Drop for InflightGuard {
 /// Python -> I/O wakeups, batched. Waking a connection task from the Python thread
 /// costs a syscall per wake (tokio unparks the I/O thread each time); instead the
 /// Python side queues the exchanges it changed and kicks the I/O thread once per event
-/// loop iteration, and one task there wakes them all with thread-local wakes.
+/// loop iteration (and early, for a burst: `push`), and one task there wakes them all
+/// with thread-local wakes.
 #[derive(Default)]
 pub struct IoWakeups {
     pending: Mutex<Vec<Arc<Exchange>>>,
@@ -209,9 +210,27 @@ pub struct IoWakeups {
 }
 
 impl IoWakeups {
+    /// A burst of this many is handed over without waiting for the loop iteration's
+    /// end (see `push`).
+    const KICK_AT: usize = 32;
+
     /// Python thread: the I/O side of `ex` has something to do (after the next kick).
+    ///
+    /// A big batch of requests (one per connection of a busy client) makes its
+    /// responses in one loop iteration; kicking only at its end would leave the I/O
+    /// thread idle until the last one is made, then leave the loop idle while the I/O
+    /// thread writes them all and reads the clients' next requests. Handing the first
+    /// `KICK_AT` over at once lets both threads work at the same time. Measured on
+    /// hello world with 64 connections: 7-9% more requests per second on Python 3.12,
+    /// about 4% on 3.11; FastAPI, where the app's time dwarfs the I/O, serves as many
+    /// (bench/RESULTS.md, 2026-12-03).
     pub fn push(&self, ex: Arc<Exchange>) {
-        self.pending.lock().unwrap().push(ex);
+        let mut pending = self.pending.lock().unwrap();
+        pending.push(ex);
+        if pending.len() == Self::KICK_AT {
+            drop(pending);
+            self.kick.notify_one();
+        }
     }
 
     /// Python thread, once per loop iteration.
