@@ -221,9 +221,11 @@ impl IoWakeups {
     /// thread idle until the last one is made, then leave the loop idle while the I/O
     /// thread writes them all and reads the clients' next requests. Handing the first
     /// `KICK_AT` over at once lets both threads work at the same time. Measured on
-    /// hello world with 64 connections: 7-9% more requests per second on Python 3.12,
-    /// about 4% on 3.11; FastAPI, where the app's time dwarfs the I/O, serves as many
-    /// (bench/RESULTS.md, 2026-12-03).
+    /// hello world with 64 connections (bench/RESULTS.md, 2026-12-03): 4-6% more
+    /// requests per second on Python 3.12 at the same CPU; on 3.11 about as many, for
+    /// 0.3-0.5 µs more CPU per request (glibc's arena locks contend once both threads
+    /// free each other's buffers at the same time); FastAPI, where the app's time
+    /// dwarfs the I/O, serves as many.
     pub fn push(&self, ex: Arc<Exchange>) {
         let mut pending = self.pending.lock().unwrap();
         pending.push(ex);
