@@ -8,6 +8,7 @@ pub mod config;
 pub mod conn_shared;
 pub mod control;
 pub mod deploy;
+pub mod fields;
 pub mod http1;
 pub mod http2;
 pub mod log;

@@ -207,7 +207,7 @@ pub(super) fn render_format(
                 None => line.push('-'),
             },
             Atom::ResponseHeader(i) => match r.response_headers.get(*i).and_then(Option::as_ref) {
-                Some(v) => push_escaped(&mut line, v.as_bytes()),
+                Some(v) => push_escaped(&mut line, v),
                 None => line.push('-'),
             },
         }

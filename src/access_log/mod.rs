@@ -27,7 +27,7 @@ use text::{iso_time, json_opt, json_string, push_escaped};
 
 use crate::proxy::Client;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{HeaderName, Method, StatusCode, Version};
 use std::fmt::Write as _;
 use std::time::{Instant, SystemTime};
 
@@ -78,7 +78,7 @@ pub struct Rich {
     start: Instant,
     request_headers: Vec<Option<Bytes>>,
     status: Option<StatusCode>,
-    response_headers: Vec<Option<HeaderValue>>,
+    response_headers: Vec<Option<Box<[u8]>>>,
 }
 
 const JSON_HEADERS: [&str; 3] = ["user-agent", "referer", "x-request-id"];
@@ -204,7 +204,7 @@ impl AccessLog {
         &self,
         slot: &mut Option<Entry>,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: &crate::fields::Fields,
     ) -> Option<Box<PyAccess>> {
         match slot.take()? {
             Entry::Uvicorn(request) => {
@@ -220,7 +220,7 @@ impl AccessLog {
                 rich.response_headers = self
                     .response_headers
                     .iter()
-                    .map(|name| headers.get(name).cloned())
+                    .map(|name| headers.get(name.as_str().as_bytes()).map(Box::from))
                     .collect();
                 *slot = Some(Entry::Rich(rich));
                 None

@@ -127,7 +127,7 @@ pub struct RequestHead {
 
 pub struct ResponseHead {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub headers: crate::fields::Fields,
 }
 
 #[derive(Default)]

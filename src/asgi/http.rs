@@ -8,8 +8,8 @@
 use super::exchange::{Exchange, IoWakeups, ResponseHead, State};
 use super::message::{body_of, convert_headers, field, header_bytes, protocol_error, required};
 use super::pathsend::FileBody;
+use crate::fields::Fields;
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use pyo3::exceptions::{PyOSError, PyStopIteration};
 use pyo3::intern;
@@ -307,7 +307,7 @@ impl Send {
             .ok_or_else(|| protocol_error(format!("Invalid HTTP status code {status}")))?;
         let headers = match field(message, intern!(py, "headers"))? {
             Some(h) if !h.is_none() => convert_headers(&h)?,
-            _ => HeaderMap::new(),
+            _ => Fields::new(),
         };
         let trailers = match field(message, intern!(py, "trailers"))? {
             Some(t) => t.is_truthy()?,
@@ -445,12 +445,8 @@ impl Send {
             Err(e) => Some(format!("cannot open {path:?}: {e}")),
             Ok(file) => {
                 let declared = st.head.as_ref().and_then(|h| {
-                    let v = h.headers.get(CONTENT_LENGTH)?;
-                    std::str::from_utf8(v.as_bytes())
-                        .ok()?
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
+                    let v = h.headers.get(b"content-length")?;
+                    std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok()
                 });
                 let available = st.queued_bytes as u64 + file.remaining;
                 let problem = declared.filter(|&n| n > available).map(|n| {
@@ -481,7 +477,7 @@ impl Send {
         for link in links.try_iter()? {
             let link = link?;
             let raw = header_bytes(&link)?;
-            let value = HeaderValue::from_bytes(&raw).map_err(|_| {
+            let value = http::HeaderValue::from_bytes(&raw).map_err(|_| {
                 protocol_error("Invalid link value in http.response.early_hint".into())
             })?;
             values.push(value);
@@ -504,7 +500,7 @@ impl Send {
     fn trailers(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<PyObject> {
         let headers = match field(message, intern!(py, "headers"))? {
             Some(h) if !h.is_none() => convert_headers(&h)?,
-            _ => HeaderMap::new(),
+            _ => Fields::new(),
         };
         let more = match field(message, intern!(py, "more_trailers"))? {
             Some(m) => m.is_truthy()?,
@@ -526,16 +522,7 @@ impl Send {
         if st.disconnected {
             return Err(ClientDisconnected::new_err("client disconnected"));
         }
-        let all = st.trailers.get_or_insert_with(HeaderMap::new);
-        let mut last = None;
-        for (name, value) in headers {
-            if let Some(name) = name {
-                last = Some(name);
-            }
-            if let Some(name) = &last {
-                all.append(name.clone(), value);
-            }
-        }
+        headers.append_to(st.trailers.get_or_insert_with(HeaderMap::new), |_| true);
         st.complete = !more;
         drop(st);
         self.ctx.wake_io(py, &self.ex);
@@ -545,12 +532,9 @@ impl Send {
 
 /// Make the not-yet-sent response a plain 500 that closes the connection.
 pub(crate) fn answer_500(st: &mut State) {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    let mut headers = Fields::new();
+    headers.push("content-type", "text/plain; charset=utf-8");
+    headers.push("connection", "close");
     st.started = true;
     st.head = Some(ResponseHead {
         status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,11 +1,10 @@
-//! Reading the messages an app sends: a field of the message dict, its headers as a
-//! `HeaderMap`, a body as `Bytes`. Shared by the http and WebSocket callables and by
+//! Reading the messages an app sends: a field of the message dict, its headers as
+//! `Fields`, a body as `Bytes`. Shared by the http and WebSocket callables and by
 //! the WSGI response, which all accept what the ASGI spec allows (any iterable of
 //! pairs, bytes-like values) and refuse the rest with the same errors.
 
+use crate::fields::{Fields, Invalid};
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
-use http::HeaderMap;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
@@ -40,8 +39,8 @@ pub(crate) fn protocol_error(msg: String) -> PyErr {
     PyRuntimeError::new_err(msg)
 }
 
-pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0));
+pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<Fields> {
+    let mut map = Fields::for_count(headers.len().unwrap_or(0));
     // The usual shape, a list of (bytes, bytes) tuples, is read without iterators.
     if let Ok(list) = headers.downcast::<PyList>() {
         for item in list.iter() {
@@ -57,7 +56,7 @@ pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap>
 
 /// One `(name, value)` pair: a tuple, or any iterable of exactly two items (ASGI allows
 /// `[name, value]` lists, which Datasette sends).
-fn append_header(map: &mut HeaderMap, item: &Bound<'_, PyAny>) -> PyResult<()> {
+fn append_header(map: &mut Fields, item: &Bound<'_, PyAny>) -> PyResult<()> {
     let invalid = || protocol_error(format!("Invalid header in http.response.start: {item}"));
     let (name, value) = if let Ok(t) = item.downcast::<PyTuple>() {
         if t.len() != 2 {
@@ -75,40 +74,37 @@ fn append_header(map: &mut HeaderMap, item: &Bound<'_, PyAny>) -> PyResult<()> {
     };
     let name = header_bytes(&name)?;
     let value = header_bytes(&value)?;
-    let name = HeaderName::from_bytes(&name).map_err(|_| {
-        protocol_error(format!(
-            "Invalid header name {:?} in http.response.start",
-            String::from_utf8_lossy(&name)
-        ))
-    })?;
-    // Rejects CR, LF and NUL: a value can't end the header block early.
-    let value = HeaderValue::from_bytes(&value).map_err(|_| {
-        protocol_error(format!(
-            "Invalid value for header {name:?} in http.response.start"
-        ))
-    })?;
-    if name == CONTENT_LENGTH {
+    if name.eq_ignore_ascii_case(b"content-length") {
         check_content_length(map, &value)?;
     }
-    map.append(name, value);
-    Ok(())
+    // Refuses CR, LF and NUL in a value: it can't end the header block early.
+    map.append(&name, &value).map_err(|invalid| match invalid {
+        Invalid::Name => protocol_error(format!(
+            "Invalid header name {:?} in http.response.start",
+            String::from_utf8_lossy(&name)
+        )),
+        Invalid::Value => protocol_error(format!(
+            "Invalid value for header {:?} in http.response.start",
+            String::from_utf8_lossy(&name).to_ascii_lowercase()
+        )),
+    })
 }
 
 /// A content-length the app sets must be a number, and the same number if repeated:
 /// anything else would leave the client unable to find the end of the body.
-fn check_content_length(map: &HeaderMap, value: &HeaderValue) -> PyResult<()> {
-    let parse = |v: &HeaderValue| {
-        let v = v.as_bytes().trim_ascii();
+fn check_content_length(map: &Fields, value: &[u8]) -> PyResult<()> {
+    let parse = |v: &[u8]| {
+        let v = v.trim_ascii();
         (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
             .then(|| v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
     };
     let n = parse(value).ok_or_else(|| {
         protocol_error(format!(
             "Invalid content-length {:?} in http.response.start",
-            String::from_utf8_lossy(value.as_bytes())
+            String::from_utf8_lossy(value)
         ))
     })?;
-    if let Some(earlier) = map.get(CONTENT_LENGTH) {
+    if let Some(earlier) = map.get(b"content-length") {
         if parse(earlier) != Some(n) {
             return Err(protocol_error(
                 "Conflicting content-length headers in http.response.start".into(),

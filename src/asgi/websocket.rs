@@ -7,9 +7,9 @@ use super::exchange::{ResponseHead, STREAM_WATER};
 use super::http::{resolve, ClientDisconnected, HttpContext, Ready};
 use super::message::{body_bytes, convert_headers, field, protocol_error, required};
 use super::ws_session::{Decision, Message, Outgoing, WsSession, WsState};
+use crate::fields::Fields;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
@@ -134,11 +134,8 @@ impl WsSend {
                     _ => None,
                 };
                 let headers = match field(message, intern!(py, "headers"))? {
-                    Some(h) if !h.is_none() => convert_headers(&h)?
-                        .iter()
-                        .map(|(name, value)| (name.clone(), value.clone()))
-                        .collect(),
-                    _ => Vec::new(),
+                    Some(h) if !h.is_none() => convert_headers(&h)?,
+                    _ => Fields::new(),
                 };
                 st.decided = true;
                 st.accepted = true;
@@ -180,7 +177,7 @@ impl WsSend {
                     .map_err(|_| protocol_error(format!("Invalid HTTP status code {status}")))?;
                 let headers = match field(message, intern!(py, "headers"))? {
                     Some(h) if !h.is_none() => convert_headers(&h)?,
-                    _ => HeaderMap::new(),
+                    _ => Fields::new(),
                 };
                 st.decided = true;
                 st.app_closed = true;
@@ -278,11 +275,8 @@ impl WsSend {
     fn fail(&self) {
         let mut st = self.ws.state();
         if !st.decided {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
+            let mut headers = Fields::new();
+            headers.push("content-type", "text/plain; charset=utf-8");
             st.decided = true;
             st.app_closed = true;
             st.responding = true;

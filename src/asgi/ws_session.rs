@@ -8,7 +8,6 @@
 use super::exchange::{InflightGuard, ResponseHead};
 use crate::asgi::bridge::{Bridge, Event};
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
 use pyo3::prelude::*;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +22,7 @@ pub enum Message {
 pub enum Decision {
     Accept {
         subprotocol: Option<String>,
-        headers: Vec<(HeaderName, HeaderValue)>,
+        headers: crate::fields::Fields,
     },
     /// `websocket.close` before accept: 403.
     Deny,

@@ -114,15 +114,9 @@ pub fn write_http1(
     use bytes::BufMut;
     let status = probe.status();
     let body = status.canonical_reason().unwrap_or("");
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
+    let mut headers = crate::fields::Fields::new();
+    headers.push("content-type", "text/plain; charset=utf-8");
+    headers.push("cache-control", "no-store");
     let req = crate::http1::encode::RequestFacts {
         method: &head.method,
         version: head.version,

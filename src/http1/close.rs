@@ -5,7 +5,7 @@
 use super::encode::{self, RequestFacts};
 use crate::conn_shared::ConnShared;
 use bytes::{BufMut, BytesMut};
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -25,11 +25,8 @@ pub async fn reject_and_close<S: AsyncRead + AsyncWrite + Unpin>(
 /// A short plain-text error response that closes the connection.
 pub(crate) fn write_error_response(out: &mut BytesMut, status: StatusCode, shared: &ConnShared) {
     let body = status.canonical_reason().unwrap_or("Error");
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let mut headers = crate::fields::Fields::new();
+    headers.push("content-type", "text/plain; charset=utf-8");
     let req = RequestFacts {
         method: &Method::GET,
         version: Version::HTTP_11,

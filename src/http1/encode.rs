@@ -1,9 +1,9 @@
 //! Writing responses: the head (with the framing we choose), chunked data, the date.
 
 use crate::conn_shared::HeadOptions;
+use crate::fields::Fields;
 use bytes::{BufMut, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, SERVER, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,7 @@ pub struct RequestFacts<'a> {
 pub fn write_head(
     out: &mut BytesMut,
     status: StatusCode,
-    headers: &HeaderMap,
+    headers: &Fields,
     exact_len: Option<u64>,
     req: &RequestFacts<'_>,
     opts: &HeadOptions,
@@ -44,9 +44,8 @@ pub fn write_head(
     let app_chunked = req.version == Version::HTTP_11
         && !headers.is_empty()
         && headers
-            .get_all(TRANSFER_ENCODING)
             .iter()
-            .any(|v| has_token(v.as_bytes(), b"chunked"));
+            .any(|f| f.name == b"transfer-encoding" && has_token(f.value, b"chunked"));
     let mut has_server = false;
     let mut has_date = false;
 
@@ -60,29 +59,31 @@ pub fn write_head(
     out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.put_slice(b"\r\n");
     put_extra_headers(out, opts);
-    for (name, value) in headers {
-        if *name == CONTENT_LENGTH {
-            if app_chunked {
-                continue;
+    for field in headers {
+        match field.name {
+            b"content-length" => {
+                if app_chunked {
+                    continue;
+                }
+                app_length = std::str::from_utf8(field.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
             }
-            app_length = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-        } else if *name == TRANSFER_ENCODING {
             // Ours to write: only chunked is ever applied (other codings are the app's
             // business through content-encoding).
-            continue;
-        } else if *name == CONNECTION {
-            if value.as_bytes().eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
+            b"transfer-encoding" => continue,
+            b"connection" => {
+                if field.value.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                }
+                continue; // Ours to decide; written below.
             }
-            continue; // Ours to decide; written below.
-        } else if *name == SERVER {
-            has_server = true;
-        } else if *name == DATE {
-            has_date = true;
+            b"server" => has_server = true,
+            b"date" => has_date = true,
+            _ => {}
         }
-        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        // The app's line as it is: `name: value\r\n`.
+        out.put_slice(field.line);
     }
     if opts.server_header && !has_server {
         out.put_slice(b"server: ferrocorn\r\n");
@@ -216,12 +217,9 @@ mod tests {
         headers: &[(&str, &str)],
         exact: Option<u64>,
     ) -> (String, BodyFraming, bool) {
-        let mut map = HeaderMap::new();
+        let mut map = Fields::new();
         for (k, v) in headers {
-            map.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            map.append(k.as_bytes(), v.as_bytes()).unwrap();
         }
         let mut out = BytesMut::new();
         let req = RequestFacts {

@@ -441,12 +441,11 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
             self.send_trailers = trailers && self.trailers_ok && self.version == Version::HTTP_11;
             let chunked_headers;
             let headers = if self.send_trailers {
-                let mut h = head.headers.clone();
-                h.remove(http::header::CONTENT_LENGTH);
-                h.insert(
-                    http::header::TRANSFER_ENCODING,
-                    http::HeaderValue::from_static("chunked"),
-                );
+                let mut h = head
+                    .headers
+                    .without(b"content-length")
+                    .without(b"transfer-encoding");
+                h.push("transfer-encoding", "chunked");
                 chunked_headers = h;
                 &chunked_headers
             } else {

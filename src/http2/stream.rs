@@ -10,9 +10,7 @@ use crate::conn_shared::ConnShared;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::header::{
-    HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, TRANSFER_ENCODING,
-};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -390,19 +388,13 @@ impl Stream<'_> {
         let headers = response.headers_mut();
         // An app's `Transfer-Encoding: chunked` overrides its Content-Length (RFC 9112
         // 6.3); HTTP/2 has no chunking, so both go and the DATA frames delimit the body.
-        let app_chunked = head
-            .headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .any(|v| crate::http1::encode::has_token(v.as_bytes(), b"chunked"));
-        for (name, value) in &head.headers {
-            if CONNECTION_SPECIFIC.contains(&name.as_str())
-                || (app_chunked && name == CONTENT_LENGTH)
-            {
-                continue;
-            }
-            headers.append(name.clone(), value.clone());
-        }
+        let app_chunked = head.headers.iter().any(|f| {
+            f.name == b"transfer-encoding" && crate::http1::encode::has_token(f.value, b"chunked")
+        });
+        head.headers.append_to(headers, |f| {
+            !(CONNECTION_SPECIFIC.iter().any(|n| n.as_bytes() == f.name)
+                || (app_chunked && f.name == b"content-length"))
+        });
         self.declared = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());

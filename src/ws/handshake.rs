@@ -6,7 +6,7 @@ use crate::http1::encode::{put_header, put_server_and_date};
 use crate::http1::parse::Head;
 use base64::Engine;
 use bytes::{BufMut, BytesMut};
-use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -94,16 +94,16 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// The headers a WebSocket response sets itself; the app's copies are dropped.
-fn ours(name: &HeaderName) -> bool {
+fn ours(name: &[u8]) -> bool {
     matches!(
-        name.as_str(),
-        "upgrade"
-            | "connection"
-            | "sec-websocket-accept"
-            | "sec-websocket-extensions"
-            | "sec-websocket-protocol"
-            | "content-length"
-            | "transfer-encoding"
+        name,
+        b"upgrade"
+            | b"connection"
+            | b"sec-websocket-accept"
+            | b"sec-websocket-extensions"
+            | b"sec-websocket-protocol"
+            | b"content-length"
+            | b"transfer-encoding"
     )
 }
 
@@ -112,7 +112,7 @@ pub fn write_101(
     key: &str,
     subprotocol: Option<&str>,
     extensions: Option<&str>,
-    app_headers: &[(HeaderName, HeaderValue)],
+    app_headers: &crate::fields::Fields,
     opts: &HeadOptions,
 ) {
     out.put_slice(
@@ -128,10 +128,10 @@ pub fn write_101(
     let mut has_server = false;
     let mut has_date = false;
     crate::http1::encode::put_extra_headers(out, opts);
-    for (name, value) in app_headers.iter().filter(|(n, _)| !ours(n)) {
-        has_server |= name == http::header::SERVER;
-        has_date |= name == http::header::DATE;
-        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    for field in app_headers.iter().filter(|f| !ours(f.name)) {
+        has_server |= field.name == b"server";
+        has_date |= field.name == b"date";
+        out.put_slice(field.line);
     }
     put_server_and_date(
         out,
