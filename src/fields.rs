@@ -47,11 +47,11 @@ impl Fields {
         Fields::default()
     }
 
-    /// Room for about `count` typical fields.
-    pub fn for_count(count: usize) -> Fields {
-        Fields {
-            lines: Vec::with_capacity(count.saturating_mul(40).clamp(TYPICAL, 4096)),
-        }
+    /// Room for about `count` typical fields (nothing to do in a reused buffer that
+    /// has it already).
+    pub fn reserve_for(&mut self, count: usize) {
+        let bytes = count.saturating_mul(40).clamp(TYPICAL, 4096);
+        self.lines.reserve(bytes.saturating_sub(self.lines.len()));
     }
 
     /// Add a field after checking it (a name is lower-cased on the way in).
@@ -83,6 +83,11 @@ impl Fields {
         self.lines.extend_from_slice(b": ");
         self.lines.extend_from_slice(value);
         self.lines.extend_from_slice(b"\r\n");
+    }
+
+    /// Empty, keeping the buffer for the next response (see `State::spare_fields`).
+    pub fn clear(&mut self) {
+        self.lines.clear();
     }
 
     pub fn is_empty(&self) -> bool {

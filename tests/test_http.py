@@ -111,6 +111,23 @@ def test_keep_alive_and_pipelining(server):
     assert len(ports) == 1  # one connection reused
 
 
+def test_each_response_on_a_connection_has_only_its_own_headers(server):
+    # The connection lends one buffer to each response's header fields in turn: no
+    # field of an earlier response may show up in a later one.
+    with server.connect() as sock:
+        raw = raw_exchange(
+            sock,
+            b"GET /scope HTTP/1.1\r\nHost: h\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+            b"GET /scope HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+    heads = [part.split(b"\r\n\r\n", 1)[0] for part in raw.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    names = [sorted(line.split(b":")[0] for line in head.split(b"\r\n")) for head in heads]
+    assert names[0] == [b"content-length", b"content-type", b"date", b"server"]
+    assert names[1] == [b"content-length", b"date", b"server", b"x-pieces"]
+    assert names[2] == [b"connection", b"content-length", b"content-type", b"date", b"server"]
+
+
 def test_expect_continue_only_when_app_reads(server):
     with server.connect() as sock:
         first = raw_exchange(

@@ -168,6 +168,10 @@ pub struct State {
     pub trailers_expected: bool,
     pub body_done: bool,
     pub trailers: Option<HeaderMap>,
+    /// An empty buffer for the response's fields, from the connection's last response
+    /// (HTTP/1.1): allocated once per connection on the Python thread rather than once
+    /// per response and freed on the I/O thread.
+    pub spare_fields: crate::fields::Fields,
 }
 
 /// What the I/O side takes next from a response.

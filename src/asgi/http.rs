@@ -6,7 +6,9 @@
 //! `Wake` event (see worker/bridge.rs).
 
 use super::exchange::{Exchange, IoWakeups, ResponseHead, State};
-use super::message::{body_of, convert_headers, field, header_bytes, protocol_error, required};
+use super::message::{
+    body_of, convert_headers, convert_headers_into, field, header_bytes, protocol_error, required,
+};
 use super::pathsend::FileBody;
 use crate::fields::Fields;
 use bytes::{Bytes, BytesMut};
@@ -305,9 +307,12 @@ impl Send {
             .ok()
             .filter(|s| (200..600).contains(&s.as_u16()))
             .ok_or_else(|| protocol_error(format!("Invalid HTTP status code {status}")))?;
+        // Into the connection's buffer from its last response when there is one: the
+        // state is not locked meanwhile, since reading the headers may run Python code.
+        let spare = std::mem::take(&mut self.ex.state().spare_fields);
         let headers = match field(message, intern!(py, "headers"))? {
-            Some(h) if !h.is_none() => convert_headers(&h)?,
-            _ => Fields::new(),
+            Some(h) if !h.is_none() => convert_headers_into(&h, spare)?,
+            _ => spare,
         };
         let trailers = match field(message, intern!(py, "trailers"))? {
             Some(t) => t.is_truthy()?,

@@ -40,7 +40,16 @@ pub(crate) fn protocol_error(msg: String) -> PyErr {
 }
 
 pub(crate) fn convert_headers(headers: &Bound<'_, PyAny>) -> PyResult<Fields> {
-    let mut map = Fields::for_count(headers.len().unwrap_or(0));
+    convert_headers_into(headers, Fields::new())
+}
+
+/// `convert_headers` into an empty `Fields` whose buffer is reused.
+pub(crate) fn convert_headers_into(
+    headers: &Bound<'_, PyAny>,
+    mut map: Fields,
+) -> PyResult<Fields> {
+    debug_assert!(map.is_empty());
+    map.reserve_for(headers.len().unwrap_or(0));
     // The usual shape, a list of (bytes, bytes) tuples, is read without iterators.
     if let Ok(list) = headers.downcast::<PyList>() {
         for item in list.iter() {

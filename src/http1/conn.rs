@@ -7,7 +7,7 @@ use super::close::{linger_close, reject_and_close};
 use super::deadline::Deadline;
 use super::parse::{self, Framing, Outcome, Rejection, H2_PREFACE};
 use super::sendfile::SendFile;
-use super::transaction::{ConnEnd, Done, Transaction};
+use super::transaction::{ConnEnd, Done, Lent, Transaction};
 use crate::asgi::exchange::ConnInfo;
 use crate::conn_shared::ConnShared;
 use bytes::BytesMut;
@@ -53,6 +53,8 @@ where
 {
     let _open = crate::metrics::recorder::connection(crate::metrics::recorder::Protocol::Http1);
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Lent to each response for its header fields (transaction.rs).
+    let mut spare_fields = crate::fields::Fields::new();
     let mut first = true;
     let mut budget = shared.bounds.open();
     let mut clock = Deadline::new(Instant::now() + shared.keep_alive);
@@ -135,7 +137,18 @@ where
             shutdown: &shutdown,
             budget: &budget,
         };
-        let mut tx = Transaction::new(head, &mut io, &mut buf, &shared, &conn, guard, ending);
+        let mut tx = Transaction::new(
+            head,
+            &mut io,
+            Lent {
+                buf: &mut buf,
+                fields: &mut spare_fields,
+            },
+            &shared,
+            &conn,
+            guard,
+            ending,
+        );
         let outcome = poll_fn(|cx| tx.poll(cx)).await;
         drop(tx);
         if let Some(recycle) = &shared.recycle {

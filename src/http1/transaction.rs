@@ -17,6 +17,7 @@ use crate::asgi::exchange::{
 };
 use crate::asgi::pathsend::FileReader;
 use crate::conn_shared::ConnShared;
+use crate::fields::Fields;
 use bytes::{BufMut, BytesMut};
 use http::{Method, StatusCode, Version};
 use std::future::Future;
@@ -54,6 +55,14 @@ impl ConnEnd<'_> {
     }
 }
 
+/// The connection's buffers, lent to each of its transactions in turn.
+pub(super) struct Lent<'a> {
+    /// Bytes read from the socket and not used yet.
+    pub(super) buf: &'a mut BytesMut,
+    /// An empty buffer for the response's fields (see `State::spare_fields`).
+    pub(super) fields: &'a mut Fields,
+}
+
 pub(super) enum Done {
     KeepAlive,
     Close,
@@ -64,6 +73,8 @@ pub(super) enum Done {
 pub(super) struct Transaction<'a, S> {
     io: &'a mut S,
     buf: &'a mut BytesMut,
+    /// The buffer of the connection's response fields, lent to each response in turn.
+    spare_fields: &'a mut Fields,
     shared: &'a ConnShared,
     ex: Arc<Exchange>,
     /// The request until it is handed to Python.
@@ -112,7 +123,7 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
     pub(super) fn new(
         mut head: parse::Head,
         io: &'a mut S,
-        buf: &'a mut BytesMut,
+        lent: Lent<'a>,
         shared: &'a ConnShared,
         conn: &Arc<ConnInfo>,
         guard: InflightGuard,
@@ -131,13 +142,17 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
         });
         let metrics = crate::metrics::recorder::RequestMetrics::start(&head.method, false);
         let ex = Arc::new(Exchange::new(shared.bridge.clone(), guard, HTTP1_WATER));
-        let decoder = match head.framing {
-            Framing::Empty => {
-                ex.state().body_end = true;
-                None
+        let decoder = {
+            let mut st = ex.state();
+            st.spare_fields = std::mem::take(lent.fields);
+            match head.framing {
+                Framing::Empty => {
+                    st.body_end = true;
+                    None
+                }
+                Framing::Length(n) => Some(Decoder::Length(n)),
+                Framing::Chunked => Some(Decoder::chunked()),
             }
-            Framing::Length(n) => Some(Decoder::Length(n)),
-            Framing::Chunked => Some(Decoder::chunked()),
         };
         let trailers_ok = head.headers.iter().any(|(name, value)| {
             *name == http::header::TE && encode::has_token(value, b"trailers")
@@ -154,7 +169,8 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
         });
         Transaction {
             io,
-            buf,
+            buf: lent.buf,
+            spare_fields: lent.fields,
             shared,
             ex,
             request: Some(request),
@@ -460,6 +476,9 @@ impl<'a, S: AsyncRead + AsyncWrite + SendFile + Unpin> Transaction<'a, S> {
                 &self.shared.head,
             );
             self.send_trailers &= framing == BodyFraming::Chunked;
+            let mut fields = head.headers;
+            fields.clear();
+            *self.spare_fields = fields;
             self.framing = Some(framing);
             self.keep_alive = keep_alive;
             progress = true;
