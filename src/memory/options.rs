@@ -12,9 +12,10 @@ pub const DEFAULT_MALLOC_TRIM_INTERVAL: f64 = 10.0;
 
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryOptions {
-    /// Every this many seconds a worker gives the free memory of its heap back to the
-    /// system (glibc's malloc_trim), so its RSS stays flat under sustained load. 0 turns it off. No effect with other C
-    /// libraries (musl) or another allocator preloaded.
+    /// Every this many seconds a worker gives the free memory of its heaps back to the
+    /// system (glibc's malloc_trim for Python's, and ferrocorn's own allocator's), so its
+    /// RSS stays flat under sustained load. 0 turns it off. The malloc_trim part has no
+    /// effect with other C libraries (musl) or another allocator preloaded.
     #[arg(long, default_value_t = DEFAULT_MALLOC_TRIM_INTERVAL, value_name = "SECONDS",
           value_parser = non_negative)]
     pub malloc_trim_interval: f64,
