@@ -35,18 +35,41 @@ async fn client(addr: String, path: String, until: Instant) -> std::io::Result<V
     let mut frame = vec![0x81, 0x80 | MESSAGE.len() as u8, 0, 0, 0, 0];
     frame.extend_from_slice(MESSAGE);
     let mut latencies = Vec::new();
-    let mut reply = [0u8; 2 + 32];
     while Instant::now() < until {
         let t = Instant::now();
         s.write_all(&frame).await?;
-        s.read_exact(&mut reply).await?;
-        if reply[0] != 0x81 || reply[1] as usize != MESSAGE.len() || &reply[2..] != MESSAGE {
-            return Err(std::io::Error::other("unexpected echo frame"));
-        }
+        read_echo(&mut s).await?;
         latencies.push(t.elapsed().as_micros() as u32);
     }
     let _ = s.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]).await;
     Ok(latencies)
+}
+
+/// Reads frames until the echo of MESSAGE. A server's ping (ferrocorn and uvicorn ping
+/// every 20 s by default) is answered with a pong, as a browser would, so runs longer
+/// than that work.
+async fn read_echo(s: &mut TcpStream) -> std::io::Result<()> {
+    loop {
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await?;
+        let len = usize::from(head[1] & 0x7f);
+        if head[1] & 0x80 != 0 || len > 125 {
+            return Err(std::io::Error::other("unexpected frame from the server"));
+        }
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await?;
+        match head[0] {
+            0x81 if payload == MESSAGE => return Ok(()),
+            0x89 => {
+                // A masked pong (mask 0) carrying the ping's payload.
+                let mut pong = vec![0x8A, 0x80 | len as u8, 0, 0, 0, 0];
+                pong.extend_from_slice(&payload);
+                s.write_all(&pong).await?;
+            }
+            0x8A => {} // an unsolicited pong: ignored, as RFC 6455 says
+            _ => return Err(std::io::Error::other("unexpected echo frame")),
+        }
+    }
 }
 
 fn main() {
