@@ -22,8 +22,8 @@
 //! first tried, came from the MADV_HUGEPAGE it asks for its arenas (every touched page
 //! then made 2 MiB resident): built without it (`no_thp`) the cost is +0.7 MB for the
 //! master and +0.1 MB for a worker. Not mimalloc's run-time `allow_thp=0` instead: it
-//! calls prctl(PR_SET_THP_DISABLE), which every process the app starts would inherit. The periodic trim also asks mimalloc to give its
-//! free pages back (trim.rs).
+//! calls prctl(PR_SET_THP_DISABLE), which every process the app starts would inherit.
+//! The periodic trim also asks mimalloc to give its free pages back (trim.rs).
 
 pub mod options;
 pub mod trim;
