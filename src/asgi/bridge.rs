@@ -12,8 +12,7 @@
 //! request that preempts the I/O thread and leaves the rest for the next. (A park hook
 //! would wait for an empty run queue, which a busy I/O thread may never have.)
 
-use crate::asgi::exchange::Exchange;
-use crate::asgi::exchange::RequestHead;
+use crate::asgi::exchange::{ConnInfo, Exchange, RequestHead};
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +54,21 @@ pub enum Event {
     Drained,
     /// An access record for Python logging (the access logger has handlers or filters).
     Access(Box<crate::access_log::PyAccess>),
+    /// A closed connection's facts, holding Python objects (the scope's cached `client`,
+    /// `server` and `tls`), to be dropped where the GIL is held (`release_on_loop`).
+    Release(Box<ConnInfo>),
+}
+
+/// Hands a closed connection's facts to the loop's thread if they hold Python objects
+/// and this was the last reference. Dropped on the I/O thread instead, those objects
+/// would go through pyo3's deferred-decref pool, and once that pool exists every later
+/// call into the extension, on every request, locks its mutex.
+pub fn release_on_loop(bridge: &Bridge, conn: Arc<ConnInfo>) {
+    if let Some(conn) = Arc::into_inner(conn) {
+        if conn.holds_python() {
+            bridge.push(Event::Release(Box::new(conn)));
+        }
+    }
 }
 
 pub struct Bridge {

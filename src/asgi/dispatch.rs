@@ -113,6 +113,11 @@ impl Dispatcher {
                     .map(drop),
                 None => Ok(()),
             },
+            // Dropped here, with the GIL held: plain decrefs (bridge::release_on_loop).
+            Event::Release(conn) => {
+                drop(conn);
+                Ok(())
+            }
         };
         if let Err(e) = result {
             if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {

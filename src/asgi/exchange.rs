@@ -101,6 +101,14 @@ impl ConnInfo {
             py_wsgi_addrs: OnceLock::new(),
         }
     }
+
+    /// Whether any of the Python objects made for the scope or environ is set.
+    pub fn holds_python(&self) -> bool {
+        self.py_client.get().is_some()
+            || self.py_server.get().is_some()
+            || self.py_tls.get().is_some()
+            || self.py_wsgi_addrs.get().is_some()
+    }
 }
 
 /// What the app is called for: an http request or a WebSocket.

@@ -5,7 +5,7 @@
 //! first, then WebSockets are closed with 1012. It never touches Python.
 
 use super::accept_errors::{self, AcceptErrors};
-use crate::asgi::bridge::{Bridge, Event};
+use crate::asgi::bridge::{self, Bridge, Event};
 use crate::asgi::exchange::ConnInfo;
 use crate::balance::worker::WorkerSlot;
 use crate::conn_shared::ConnShared;
@@ -403,6 +403,25 @@ fn over_limit(shared: &ConnShared, counts: &Counts) -> bool {
 /// A cleartext or TLS connection after accept: HTTP/1.1, unless it turns out to be
 /// (or switches to) HTTP/2 or a WebSocket.
 async fn connection<S>(
+    io: S,
+    shared: Arc<ConnShared>,
+    conn: Arc<ConnInfo>,
+    shutdown: watch::Receiver<bool>,
+    guard: ConnGuard,
+    counts: Arc<Counts>,
+) where
+    S: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + crate::http1::sendfile::SendFile
+        + Unpin
+        + Send
+        + 'static,
+{
+    serve_protocols(io, shared.clone(), conn.clone(), shutdown, guard, counts).await;
+    bridge::release_on_loop(&shared.bridge, conn);
+}
+
+async fn serve_protocols<S>(
     io: S,
     shared: Arc<ConnShared>,
     conn: Arc<ConnInfo>,
